@@ -1,0 +1,17 @@
+"""causal2vec: decoder-only LLMs as text embedding models, the Causal2Vec way.
+
+>>> from causal2vec import Causal2Vec
+>>> model = Causal2Vec.from_pretrained("default")
+>>> model.encode_query(["what is causal attention"]).shape
+(1, 1152)
+"""
+
+import logging
+
+from causal2vec.config import Causal2VecConfig
+from causal2vec.model import Causal2Vec
+
+__all__ = ["Causal2Vec", "Causal2VecConfig"]
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,5 @@
+import sys
+
+from causal2vec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,146 @@
+"""The Causal2Vec configuration: one switch per design choice the paper leaves open, saved next to the weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "causal2vec_config.json"
+FORMAT_VERSION = 1
+
+EncoderPooling = Literal["mean", "cls"]
+ProjectorKind = Literal["mlp", "linear"]
+ContextualPosition = Literal["after_bos", "first"]
+OutputPooling = Literal["contextual_eos", "eos", "mean"]
+Normalization = Literal["whole", "per_half"]
+
+
+@dataclass
+class Causal2VecConfig:
+    """Every open design choice of a Causal2Vec model, with the defaults the package ships.
+
+    Saved as ``causal2vec_config.json`` in a checkpoint. Keys missing from an older file take the defaults
+    below (and are logged); unknown keys or values are rejected.
+    """
+
+    format_version: int = FORMAT_VERSION
+    # How the encoder's token states become one vector c_bert: masked mean over tokens, or the first ([CLS]) token.
+    encoder_pooling: EncoderPooling = "mean"
+    # Projector from d_enc to d_llm: Linear-GELU-Linear ("mlp", the paper) or a single Linear ("linear").
+    projector: ProjectorKind = "mlp"
+    # Where the Contextual token C goes when the LLM tokenizer adds a BOS: right after it ("after_bos", BOS stays
+    # the attention sink at position 0) or before it ("first"). Identical when the tokenizer adds no BOS.
+    contextual_position: ContextualPosition = "after_bos"
+    # Whether the encoder reads "instruction + text" (True) or the text alone (False). The LLM always sees both.
+    encoder_sees_instruction: bool = False
+    # Output pooling: [h_C ; h_EOS] (the paper), h_EOS alone (last token), or the mean of all LLM states.
+    output_pooling: OutputPooling = "contextual_eos"
+    # Whether encode() L2-normalises by default (each call can override it).
+    normalize: bool = True
+    # "whole": L2-normalise the concatenated vector. "per_half": normalise h_C and h_EOS separately, then scale
+    # by 1/sqrt(2), so each half weighs the same whatever the scale of the LLM's hidden states.
+    normalization: Normalization = "whole"
+    # Token budgets. Longer texts are truncated (one warning per encode() call); the budgets include special tokens,
+    # and the LLM budget also includes C, BOS, EOS and the instruction.
+    encoder_max_length: int = 512
+    llm_max_length: int = 512
+    # The default query instruction (encode_query), and how an instruction is turned into the text prefix.
+    query_instruction: str = "Given a web search query, retrieve relevant passages that answer the query"
+    instruction_template: str = "Instruct: {instruction}\nQuery: "
+    # Provenance, for the model card and for index manifests: where the encoder and LLM came from.
+    encoder_name: str | None = None
+    llm_name: str | None = None
+    # Free-form notes (e.g. "untrained projector"), written into the model card.
+    notes: str = ""
+    # Extra metadata a trainer may attach (datasets, hyper-parameters). Not interpreted by the model.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field against its allowed values.
+
+        Raises:
+            ValueError: Naming the field, the value received and the values allowed.
+        """
+        hints = get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            allowed = get_args(hints[f.name])
+            value = getattr(self, f.name)
+            if allowed and all(isinstance(a, str) for a in allowed) and value not in allowed:
+                raise ValueError(
+                    f"Causal2VecConfig.{f.name}={value!r} is not allowed; choose one of {list(allowed)}"
+                )
+        for name in ("encoder_max_length", "llm_max_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 4:
+                raise ValueError(f"Causal2VecConfig.{name}={value!r} must be an integer >= 4")
+        if "{instruction}" not in self.instruction_template:
+            raise ValueError(
+                f"Causal2VecConfig.instruction_template={self.instruction_template!r} must contain '{{instruction}}'"
+            )
+        if self.format_version > FORMAT_VERSION:
+            raise ValueError(
+                f"checkpoint format_version={self.format_version} is newer than this causal2vec supports "
+                f"({FORMAT_VERSION}); upgrade causal2vec"
+            )
+
+    def format_instruction(self, instruction: str | None) -> str:
+        """Turn an instruction into the prefix placed before the text ("" for no instruction)."""
+        if not instruction:
+            return ""
+        return self.instruction_template.format(instruction=instruction)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> Causal2VecConfig:
+        """Build a config from a dict, filling missing keys with defaults.
+
+        Args:
+            data: The saved fields.
+            source: Where the dict came from, for messages.
+
+        Raises:
+            ValueError: On unknown keys or disallowed values.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown keys {unknown}; known keys are {sorted(known)}")
+        missing = sorted(known - set(data))
+        if missing:
+            logger.info("%s: keys %s missing, using their defaults", source, missing)
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as indented JSON to ``path``."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Causal2VecConfig:
+        """Read a config file.
+
+        Raises:
+            FileNotFoundError: If the file is missing.
+            ValueError: If it is not valid JSON or holds bad values; the message names the file.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"missing Causal2Vec config file: {path}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"corrupt Causal2Vec config file {path}: {err}") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"corrupt Causal2Vec config file {path}: expected a JSON object")
+        return cls.from_dict(data, source=str(path))

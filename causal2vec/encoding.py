@@ -1,0 +1,107 @@
+"""The batch loop behind ``Causal2Vec.encode``: validation, length-sorted batches, order restored."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from causal2vec.model import Causal2Vec
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """Map ``"float32"``/``"bfloat16"``/``"float16"`` (or the torch dtypes, or ``fp32``/``bf16``/``fp16``) to a dtype.
+
+    Raises:
+        ValueError: Naming the value and the allowed ones.
+    """
+    aliases = {
+        "fp32": "float32",
+        "bf16": "bfloat16",
+        "fp16": "float16",
+        "half": "float16",
+        "float": "float32",
+    }
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and aliases.get(dtype, dtype) in DTYPES:
+        return DTYPES[aliases.get(dtype, dtype)]
+    raise ValueError(f"dtype {dtype!r} is not supported; choose one of {list(DTYPES)}")
+
+
+def check_texts(texts: object) -> tuple[list[str], bool]:
+    """Validate the input of ``encode``.
+
+    Returns:
+        The texts as a list, and whether a single string was given.
+
+    Raises:
+        TypeError: If ``texts`` is not a string or a sequence of strings; names the first bad index and its type.
+    """
+    if isinstance(texts, str):
+        return [texts], True
+    if not isinstance(texts, Sequence) and not isinstance(texts, np.ndarray):
+        raise TypeError(f"texts must be a str or a list of str; got {type(texts).__name__}")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is {type(text).__name__} ({text!r:.40}); every item must be a str")
+    return texts, False
+
+
+def show_progress(requested: bool | None) -> bool:
+    """Progress bars follow the log level unless asked for explicitly: shown at INFO and below."""
+    if requested is not None:
+        return requested
+    return logging.getLogger("causal2vec").getEffectiveLevel() <= logging.INFO
+
+
+@torch.inference_mode()
+def encode_texts(
+    model: Causal2Vec,
+    texts: object,
+    prompt: str,
+    batch_size: int,
+    normalize: bool,
+    convert_to_tensor: bool,
+    show_progress_bar: bool | None,
+) -> np.ndarray | torch.Tensor:
+    """Embed ``texts`` with ``model`` in length-sorted batches; see ``Causal2Vec.encode`` for the arguments."""
+    texts, single = check_texts(texts)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    model.eval()
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    chunks, truncated = [], 0
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(
+        starts, desc="Batches", disable=not show_progress(show_progress_bar) or len(starts) < 2
+    ):
+        batch = [texts[i] for i in order[start : start + batch_size]]
+        features, cut = model.inputs(batch, prompt)
+        truncated += cut
+        embeddings = model(**{k: v.to(model.device) for k, v in features.items()})
+        if normalize:
+            embeddings = model.normalize(embeddings.float())
+        chunks.append(embeddings.float().cpu())
+    if truncated:
+        cfg = model.config
+        logger.warning(
+            "%d of %d texts were truncated to encoder_max_length=%d / llm_max_length=%d tokens",
+            truncated, len(texts), cfg.encoder_max_length, cfg.llm_max_length,
+        )  # fmt: skip
+    out = torch.empty((len(texts), model.embedding_dim), dtype=torch.float32)
+    if chunks:
+        out[torch.from_numpy(order)] = torch.cat(chunks)
+    if single:
+        out = out[0]
+    return out if convert_to_tensor else out.numpy()

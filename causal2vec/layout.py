@@ -1,0 +1,141 @@
+"""Tokenisation and input layout: texts to the four tensors that ``Causal2Vec.forward`` reads.
+
+The LLM reads ``[BOS?] [C] instruction text [EOS]`` (or ``[C] [BOS] …`` with ``contextual_position="first"``).
+Both sequences are right-padded, so C sits at the same column in every row and the EOS state is gathered at
+``attention_mask.sum(1) - 1``: the layout is static, which keeps the forward pass traceable for ONNX export.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from causal2vec.config import Causal2VecConfig
+
+_PROBE = "hello world"
+
+
+@dataclass(frozen=True)
+class SpecialTemplate:
+    """The special tokens a tokenizer wraps around a single sequence: ``prefix + ids + suffix``."""
+
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+
+    @classmethod
+    def of(cls, tokenizer: PreTrainedTokenizerBase) -> SpecialTemplate:
+        """Read the template off the tokenizer by encoding a probe text with and without special tokens."""
+        bare = tokenizer(_PROBE, add_special_tokens=False)["input_ids"]
+        full = tokenizer(_PROBE, add_special_tokens=True)["input_ids"]
+        for start in range(len(full) - len(bare) + 1):
+            if full[start : start + len(bare)] == bare:
+                return cls(tuple(full[:start]), tuple(full[start + len(bare) :]))
+        raise ValueError(
+            f"cannot find where {type(tokenizer).__name__} places the text among its special tokens: "
+            f"{full} does not contain {bare}"
+        )
+
+
+def _pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad rows of ids into ``(input_ids, attention_mask)``, both ``(B, T)`` int64."""
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+class InputBuilder:
+    """Builds the encoder and LLM inputs for a batch of texts, the way the config lays them out."""
+
+    def __init__(
+        self,
+        encoder_tokenizer: PreTrainedTokenizerBase,
+        llm_tokenizer: PreTrainedTokenizerBase,
+        config: Causal2VecConfig,
+    ) -> None:
+        self.encoder_tokenizer = encoder_tokenizer
+        self.llm_tokenizer = llm_tokenizer
+        self.config = config
+        self.encoder_template = SpecialTemplate.of(encoder_tokenizer)
+        llm_template = SpecialTemplate.of(llm_tokenizer)
+        eos = llm_tokenizer.eos_token_id
+        if eos is None:
+            raise ValueError(f"the LLM tokenizer {type(llm_tokenizer).__name__} has no eos_token; set one")
+        # EOS is appended explicitly unless the tokenizer adds it itself.
+        self.llm_tail = llm_template.suffix if eos in llm_template.suffix else (*llm_template.suffix, eos)
+        self.llm_head = llm_template.prefix
+        self.contextual_index = len(self.llm_head) if config.contextual_position == "after_bos" else 0
+        self.encoder_pad_id = _pad_id(encoder_tokenizer)
+        # The LLM pads (and fills C's slot) with EOS: it is always in the embedding table, unlike some pad tokens.
+        self.llm_pad_id = int(eos)
+
+    def _ids(self, tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+
+    def llm_row(self, text_ids: list[int], prompt_ids: list[int]) -> tuple[list[int], bool]:
+        """One LLM row ``[BOS?] [C] prompt text [EOS]`` (C as a pad-id placeholder) and whether it was cut."""
+        fixed = len(self.llm_head) + 1 + len(prompt_ids) + len(self.llm_tail)
+        budget = self.config.llm_max_length - fixed
+        if budget < 0:
+            raise ValueError(
+                f"the instruction takes {len(prompt_ids)} LLM tokens, more than llm_max_length="
+                f"{self.config.llm_max_length} leaves after the {fixed - len(prompt_ids)} special positions"
+            )
+        head = [*self.llm_head]
+        head.insert(self.contextual_index, self.llm_pad_id)
+        return [*head, *prompt_ids, *text_ids[:budget], *self.llm_tail], len(text_ids) > budget
+
+    def encoder_row(self, text_ids: list[int], prompt_ids: list[int]) -> tuple[list[int], bool]:
+        """One encoder row ``prefix [prompt] text suffix`` and whether it was cut."""
+        t = self.encoder_template
+        budget = self.config.encoder_max_length - len(t.prefix) - len(t.suffix) - len(prompt_ids)
+        if budget < 0:
+            raise ValueError(
+                f"the instruction takes {len(prompt_ids)} encoder tokens, more than "
+                f"encoder_max_length={self.config.encoder_max_length} allows"
+            )
+        return [*t.prefix, *prompt_ids, *text_ids[:budget], *t.suffix], len(text_ids) > budget
+
+    def __call__(self, texts: list[str], prompt: str = "") -> tuple[dict[str, torch.Tensor], int]:
+        """Tokenise a batch.
+
+        Args:
+            texts: The texts.
+            prompt: The instruction prefix, already formatted (``""`` for none).
+
+        Returns:
+            The features (``encoder_input_ids``, ``encoder_attention_mask``, ``llm_input_ids``,
+            ``llm_attention_mask``, each ``(B, T)`` int64) and how many texts were truncated.
+        """
+        llm_prompt = self._ids(self.llm_tokenizer, [prompt])[0] if prompt else []
+        enc_prompt = []
+        if prompt and self.config.encoder_sees_instruction:
+            enc_prompt = self._ids(self.encoder_tokenizer, [prompt])[0]
+        llm_rows = [self.llm_row(ids, llm_prompt) for ids in self._ids(self.llm_tokenizer, texts)]
+        enc_rows = [self.encoder_row(ids, enc_prompt) for ids in self._ids(self.encoder_tokenizer, texts)]
+        truncated = sum(a[1] or b[1] for a, b in zip(llm_rows, enc_rows, strict=True))
+        enc_ids, enc_mask = _pad_right([r for r, _ in enc_rows], self.encoder_pad_id)
+        llm_ids, llm_mask = _pad_right([r for r, _ in llm_rows], self.llm_pad_id)
+        features = {
+            "encoder_input_ids": enc_ids,
+            "encoder_attention_mask": enc_mask,
+            "llm_input_ids": llm_ids,
+            "llm_attention_mask": llm_mask,
+        }
+        return features, truncated
+
+
+def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The encoder's padding id: the pad token, else EOS, else 0 (padded positions are never attended)."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0

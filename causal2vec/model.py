@@ -1,0 +1,357 @@
+"""The Causal2Vec model: encoder → pooled vector → projector → Contextual token C → LLM → ``[h_C ; h_EOS]``."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from causal2vec.config import Causal2VecConfig
+from causal2vec.encoding import encode_texts, resolve_dtype
+from causal2vec.layout import InputBuilder
+from causal2vec.projector import CALIBRATION_TEXTS, Projector
+
+logger = logging.getLogger(__name__)
+
+Texts = str | list[str] | tuple[str, ...]
+
+
+def _check_llm(llm: PreTrainedModel) -> PreTrainedModel:
+    """Return the base (no LM head) model of a decoder-only LLM, or raise if it is not one."""
+    model_type = llm.config.model_type
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or getattr(
+        llm.config, "is_encoder_decoder", False
+    ):
+        raise ValueError(
+            f"the LLM must be a decoder-only causal LM; got model_type={model_type!r} ({type(llm).__name__})"
+        )
+    return llm.base_model
+
+
+class Causal2Vec(nn.Module):
+    """A decoder-only LLM turned into a text embedding model with a Contextual token.
+
+    Build one with :meth:`from_pretrained` (a checkpoint, a hub id, or ``"default"``) or :meth:`from_components`
+    (any Hugging Face encoder and decoder-only LLM, with a fresh projector). Embed with :meth:`encode`,
+    :meth:`encode_query` and :meth:`encode_document`; save with :meth:`save_pretrained`.
+    """
+
+    def __init__(
+        self,
+        encoder: PreTrainedModel,
+        llm: PreTrainedModel,
+        projector: Projector,
+        encoder_tokenizer: PreTrainedTokenizerBase,
+        llm_tokenizer: PreTrainedTokenizerBase,
+        config: Causal2VecConfig | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config or Causal2VecConfig()
+        self.encoder = encoder
+        self.llm = _check_llm(llm)
+        d_enc, d_llm = self.encoder.config.hidden_size, self.llm.get_input_embeddings().embedding_dim
+        if (projector.in_features, projector.out_features) != (d_enc, d_llm):
+            raise ValueError(
+                f"projector maps {projector.in_features} -> {projector.out_features}, but the encoder has hidden "
+                f"size {d_enc} and the LLM {d_llm}; it must map {d_enc} -> {d_llm}"
+            )
+        if projector.kind != self.config.projector:
+            raise ValueError(
+                f"projector kind {projector.kind!r} differs from config.projector={self.config.projector!r}"
+            )
+        self.projector = projector
+        self.encoder_tokenizer = encoder_tokenizer
+        self.llm_tokenizer = llm_tokenizer
+        self.inputs = InputBuilder(encoder_tokenizer, llm_tokenizer, self.config)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_components(
+        cls,
+        encoder: str | PreTrainedModel,
+        llm: str | PreTrainedModel,
+        *,
+        encoder_tokenizer: PreTrainedTokenizerBase | None = None,
+        llm_tokenizer: PreTrainedTokenizerBase | None = None,
+        config: Causal2VecConfig | None = None,
+        seed: int = 0,
+        dtype: torch.dtype | str = torch.float32,
+        **hub_kwargs: Any,
+    ) -> Causal2Vec:
+        """Assemble a fresh Causal2Vec from a Hugging Face encoder and a decoder-only LLM.
+
+        The projector is initialised from ``seed`` and scaled so that ``|C|`` matches the mean norm of the LLM's
+        token embeddings on a few calibration sentences. The LLM's LM head is dropped.
+
+        Args:
+            encoder: A BERT-style encoder: a folder, a hub id, or a loaded model (then pass ``encoder_tokenizer``).
+            llm: A decoder-only LLM: a folder, a hub id, or a loaded model (then pass ``llm_tokenizer``).
+            encoder_tokenizer: The encoder's tokenizer, when ``encoder`` is a model.
+            llm_tokenizer: The LLM's tokenizer, when ``llm`` is a model.
+            config: Design switches; defaults to :class:`Causal2VecConfig`.
+            seed: Seed of the projector's initialisation.
+            dtype: Weight dtype of the loaded components.
+            **hub_kwargs: Passed to ``from_pretrained`` of the components (``revision``, ``token`` …).
+
+        Returns:
+            The assembled model, in eval mode.
+        """
+        config = config or Causal2VecConfig()
+        torch_dtype = resolve_dtype(dtype)
+        encoder_model, encoder_tokenizer = _load_component(
+            encoder, encoder_tokenizer, torch_dtype, hub_kwargs
+        )
+        llm_model, llm_tokenizer = _load_component(llm, llm_tokenizer, torch_dtype, hub_kwargs)
+        if isinstance(encoder, str) and config.encoder_name is None:
+            config.encoder_name = encoder
+        if isinstance(llm, str) and config.llm_name is None:
+            config.llm_name = llm
+        d_enc, d_llm = encoder_model.config.hidden_size, llm_model.get_input_embeddings().embedding_dim
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        projector = Projector(d_enc, d_llm, config.projector).to(torch_dtype)
+        torch.random.set_rng_state(generator_state)
+        model = cls(encoder_model, llm_model, projector, encoder_tokenizer, llm_tokenizer, config).eval()
+        model.calibrate_projector()
+        return model
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str = torch.float32,
+        **hub_kwargs: Any,
+    ) -> Causal2Vec:
+        """Load a saved checkpoint, a hub id (when online), or ``"default"`` (the embedded default, offline).
+
+        Args:
+            name_or_path: ``"default"``, a checkpoint folder written by :meth:`save_pretrained`, or a hub id.
+            device: Where to put the model (``"cpu"``, ``"cuda"``, ``"cuda:1"`` …); defaults to CPU.
+            dtype: ``float32`` (default), ``bfloat16`` or ``float16``.
+            **hub_kwargs: ``revision``, ``token`` … for hub downloads.
+
+        Raises:
+            FileNotFoundError: If a checkpoint file is missing; the message names it.
+            ValueError: If a checkpoint file is corrupt or inconsistent; the message names it.
+        """
+        from causal2vec.checkpoint import load_checkpoint
+
+        model = load_checkpoint(cls, str(name_or_path), dtype=resolve_dtype(dtype), **hub_kwargs)
+        return model.to(device) if device is not None else model
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Save the model as a checkpoint folder, atomically (written aside, then renamed into place).
+
+        The folder holds ``causal2vec_config.json``, ``encoder/`` and ``llm/`` (ordinary Hugging Face folders
+        with their tokenizers), ``projector.safetensors``, a README model card, and the files that let
+        ``SentenceTransformer(path, trust_remote_code=True)`` load it.
+        """
+        from causal2vec.checkpoint import save_checkpoint
+
+        save_checkpoint(self, Path(path))
+
+    @torch.no_grad()
+    def calibrate_projector(self, texts: tuple[str, ...] = CALIBRATION_TEXTS) -> float:
+        """Scale the projector so the mean ``|C|`` over ``texts`` equals the mean LLM token-embedding norm.
+
+        Returns:
+            The factor applied.
+        """
+        table = self.llm.get_input_embeddings().weight.float()
+        norms = table.norm(dim=-1)
+        target = norms[norms > 0].mean().item()
+        features, _ = self.inputs(list(texts))
+        features = {k: v.to(self.device) for k, v in features.items()}
+        c = self.contextual_token(features["encoder_input_ids"], features["encoder_attention_mask"])
+        factor = target / c.float().norm(dim=-1).mean().clamp(min=1e-12).item()
+        self.projector.rescale_output(factor)
+        logger.debug("projector scaled by %.4f so that mean |C| = %.4f", factor, target)
+        return factor
+
+    # ------------------------------------------------------------------ forward
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the weights."""
+        return self.projector.net[0].weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the weights."""
+        return self.projector.net[0].weight.dtype
+
+    @property
+    def embedding_dim(self) -> int:
+        """The size of the embeddings: ``2·d_llm`` for ``contextual_eos`` pooling, else ``d_llm``."""
+        d_llm = self.projector.out_features
+        return 2 * d_llm if self.config.output_pooling == "contextual_eos" else d_llm
+
+    def contextual_token(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Encode and pool the encoder input, then project it: ``(B, Te)`` ids → ``(B, d_llm)`` vectors C."""
+        states = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).last_hidden_state  # (B, Te, d_enc)
+        if self.config.encoder_pooling == "cls":
+            pooled = states[:, 0]
+        else:
+            weights = attention_mask.unsqueeze(-1).to(states.dtype)  # (B, Te, 1)
+            pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return self.projector(pooled)  # (B, d_llm)
+
+    def llm_states(
+        self, llm_input_ids: torch.Tensor, llm_attention_mask: torch.Tensor, c: torch.Tensor
+    ) -> torch.Tensor:
+        """Run the LLM on its token embeddings with C in its slot: ``(B, T)`` → last hidden states ``(B, T, D)``."""
+        embeds = self.llm.get_input_embeddings()(llm_input_ids)  # (B, T, D)
+        k = self.inputs.contextual_index
+        embeds = torch.cat([embeds[:, :k], c.to(embeds.dtype).unsqueeze(1), embeds[:, k + 1 :]], dim=1)
+        out = self.llm(inputs_embeds=embeds, attention_mask=llm_attention_mask, use_cache=False)
+        return out.last_hidden_state
+
+    def forward(
+        self,
+        encoder_input_ids: torch.Tensor,
+        encoder_attention_mask: torch.Tensor,
+        llm_input_ids: torch.Tensor,
+        llm_attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Embed a tokenised batch (see :class:`~causal2vec.layout.InputBuilder`), without normalisation.
+
+        Control flow depends only on the config, never on the data, so the pass can be traced for ONNX.
+
+        Returns:
+            ``(B, embedding_dim)`` embeddings in the model's dtype.
+        """
+        c = self.contextual_token(encoder_input_ids, encoder_attention_mask)  # (B, D)
+        hidden = self.llm_states(llm_input_ids, llm_attention_mask, c)  # (B, T, D)
+        pooling = self.config.output_pooling
+        if pooling == "mean":
+            weights = llm_attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * weights).sum(1) / weights.sum(1)
+        last = (llm_attention_mask.sum(1) - 1).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])  # (B, 1, D)
+        h_eos = hidden.gather(1, last).squeeze(1)  # (B, D)
+        if pooling == "eos":
+            return h_eos
+        h_c = hidden[:, self.inputs.contextual_index]  # (B, D)
+        return torch.cat([h_c, h_eos], dim=-1)
+
+    def normalize(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """L2-normalise embeddings as ``config.normalization`` says (whole vector, or each half)."""
+        if self.config.normalization == "per_half" and self.config.output_pooling == "contextual_eos":
+            h_c, h_eos = embeddings.chunk(2, dim=-1)
+            return torch.cat([F.normalize(h_c, dim=-1), F.normalize(h_eos, dim=-1)], dim=-1) / math.sqrt(2.0)
+        return F.normalize(embeddings, dim=-1)
+
+    def tokenize(self, texts: list[str], prompt: str = "") -> dict[str, torch.Tensor]:
+        """Tokenise texts into the inputs of :meth:`forward`; ``prompt`` is the formatted instruction prefix."""
+        return self.inputs(texts, prompt)[0]
+
+    # ------------------------------------------------------------------ encode
+
+    @overload
+    def encode(self, texts: str, **kwargs: Any) -> np.ndarray: ...
+    @overload
+    def encode(self, texts: list[str] | tuple[str, ...], **kwargs: Any) -> np.ndarray: ...
+
+    def encode(
+        self,
+        texts: Texts,
+        *,
+        instruction: str | None = None,
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        convert_to_tensor: bool = False,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed texts.
+
+        Texts are sorted by length into batches, encoded under ``torch.inference_mode`` and returned in the
+        input order. Empty and whitespace-only strings are valid: an empty string embeds the bare layout
+        ``[BOS?] [C] [EOS]`` (the same vector for every empty string); whitespace is kept as the tokenizers
+        read it. Texts longer than the token budgets are truncated, with one warning per call.
+
+        Args:
+            texts: One string (returns a 1-D vector) or a list of strings (returns ``(n, dim)``).
+            instruction: A task instruction placed before each text (formatted with
+                ``config.instruction_template``); ``None`` or ``""`` for none.
+            batch_size: Texts per forward pass.
+            normalize: L2-normalise (see ``config.normalization``); ``None`` follows ``config.normalize``.
+            convert_to_tensor: Return a float32 CPU ``torch.Tensor`` instead of a float32 numpy array.
+            device: Move the model to this device first (it stays there).
+            dtype: Cast the model to ``float32``, ``bfloat16`` or ``float16`` first (it stays so).
+            show_progress_bar: Show a progress bar; ``None`` shows one when logging is at INFO or below.
+
+        Returns:
+            Float32 embeddings, ``(n, embedding_dim)``, or ``(embedding_dim,)`` for a single string.
+
+        Raises:
+            TypeError: If ``texts`` or one of its items is not a string; the message names its index and type.
+        """
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=resolve_dtype(dtype) if dtype is not None else None)
+        prompt = self.config.format_instruction(instruction)
+        normalize = self.config.normalize if normalize is None else normalize
+        return encode_texts(self, texts, prompt, batch_size, normalize, convert_to_tensor, show_progress_bar)
+
+    def encode_query(
+        self, texts: Texts, *, instruction: str | None = None, **kwargs: Any
+    ) -> np.ndarray | torch.Tensor:
+        """Embed queries with an instruction: ``instruction``, else ``config.query_instruction``.
+
+        Takes the same keyword arguments as :meth:`encode`.
+        """
+        instruction = self.config.query_instruction if instruction is None else instruction
+        return self.encode(texts, instruction=instruction, **kwargs)
+
+    def encode_document(self, texts: Texts, **kwargs: Any) -> np.ndarray | torch.Tensor:
+        """Embed documents, without an instruction. Takes the same keyword arguments as :meth:`encode`."""
+        return self.encode(texts, instruction=None, **kwargs)
+
+    def similarity(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Cosine similarity matrix ``(len(a), len(b))`` between two sets of embeddings."""
+        a, b = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
+        a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+        return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
+
+
+def _load_component(
+    source: str | PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase | None,
+    dtype: torch.dtype,
+    hub_kwargs: dict[str, Any],
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a Hugging Face model and its tokenizer from a folder or hub id, or take a loaded model."""
+    if isinstance(source, PreTrainedModel):
+        if tokenizer is None:
+            raise TypeError(f"a loaded {type(source).__name__} needs its tokenizer passed alongside it")
+        return source.to(dtype), tokenizer
+    if not isinstance(source, str | Path):
+        raise TypeError(f"expected a folder, a hub id or a PreTrainedModel; got {type(source).__name__}")
+    config = AutoConfig.from_pretrained(str(source), **hub_kwargs)
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.architectures or ()):
+        # A causal-LM folder: load it as saved and keep its base model, dropping the LM head.
+        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype, **hub_kwargs).base_model
+    else:
+        model = AutoModel.from_pretrained(str(source), dtype=dtype, **hub_kwargs)
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(source), **hub_kwargs)
+    return model, tokenizer

@@ -1,0 +1,68 @@
+"""A sentence-transformers input module, so a Causal2Vec checkpoint folder loads in ``SentenceTransformer``.
+
+``SentenceTransformer(folder, trust_remote_code=True)`` reads the folder's ``modules.json``, which names
+:class:`Causal2VecModule`; its prompts (``config_sentence_transformers.json``) carry the query instruction, so
+``st.encode_query`` and ``st.encode_document`` match ``Causal2Vec.encode_query`` and ``encode_document``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from sentence_transformers.base.modules.input_module import InputModule
+
+from causal2vec.checkpoint import resolve_folder, write_checkpoint_files
+from causal2vec.model import Causal2Vec
+
+
+class Causal2VecModule(InputModule):
+    """The whole Causal2Vec pipeline as one sentence-transformers module (tokenise, forward, pool, normalise)."""
+
+    save_in_root = True
+
+    def __init__(self, model: Causal2Vec) -> None:
+        super().__init__()
+        self.model = model
+
+    @property
+    def tokenizer(self) -> Any:
+        """The LLM tokenizer (sentence-transformers reads it for padding and length information)."""
+        return self.model.llm_tokenizer
+
+    @property
+    def max_seq_length(self) -> int:
+        """The LLM token budget."""
+        return self.model.config.llm_max_length
+
+    def get_embedding_dimension(self) -> int:
+        """The size of the embeddings."""
+        return self.model.embedding_dim
+
+    def preprocess(
+        self, inputs: Sequence[str], prompt: str | None = None, **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
+        """Tokenise texts; the prompt is tokenised separately, as ``Causal2Vec.encode`` does."""
+        return self.model.tokenize(list(inputs), prompt or "")
+
+    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Add ``sentence_embedding`` (normalised when the config says so) to the features."""
+        keys = ("encoder_input_ids", "encoder_attention_mask", "llm_input_ids", "llm_attention_mask")
+        embeddings = self.model(**{k: features[k] for k in keys})
+        if self.model.config.normalize:
+            embeddings = self.model.normalize(embeddings)
+        features["sentence_embedding"] = embeddings
+        return features
+
+    def save(self, output_path: str, *args: Any, **kwargs: Any) -> None:
+        """Write the checkpoint files into ``output_path``."""
+        write_checkpoint_files(self.model, Path(output_path))
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> Causal2VecModule:
+        """Load the checkpoint folder (or hub id) that ``modules.json`` points at."""
+        hub_kwargs = {k: kwargs[k] for k in ("revision", "token") if kwargs.get(k) is not None}
+        folder = resolve_folder(model_name_or_path, **hub_kwargs) / subfolder
+        return cls(Causal2Vec.from_pretrained(folder))

@@ -112,9 +112,7 @@ def _dequantise(gguf: Path, out: Path) -> None:
 def load_default(cls: type[Causal2Vec], dtype: torch.dtype = torch.float32) -> Causal2Vec:
     """The embedded default: all-MiniLM-L6-v2 + SmolLM2-135M-Instruct with a seeded, scaled projector."""
     config = Causal2VecConfig(encoder_name=MINILM_NAME, llm_name=SMOLLM2_NAME, notes=DEFAULT_NOTES)
-    return cls.from_components(
-        str(minilm_path()), str(smollm2_path()), config=config, seed=DEFAULT_SEED, dtype=dtype
-    )
+    return cls.from_components(str(minilm_path()), str(smollm2_path()), config=config, seed=DEFAULT_SEED, dtype=dtype)
 
 
 @dataclass(frozen=True)
@@ -134,7 +132,5 @@ def bbc_news_articles() -> list[Article]:
     for path in sorted(root.glob("*/*.txt")):
         text = path.read_text(encoding="utf-8", errors="replace").strip()
         title, _, body = text.partition("\n")
-        articles.append(
-            Article(f"{path.parent.name}/{path.stem}", path.parent.name, title.strip(), body.strip())
-        )
+        articles.append(Article(f"{path.parent.name}/{path.stem}", path.parent.name, title.strip(), body.strip()))
     return articles

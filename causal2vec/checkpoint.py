@@ -57,9 +57,7 @@ def write_checkpoint_files(model: Causal2Vec, folder: Path) -> None:
         "default_prompt_name": None,
         "similarity_fn_name": "cosine",
     }
-    (folder / "config_sentence_transformers.json").write_text(
-        json.dumps(st_config, indent=2) + "\n", encoding="utf-8"
-    )
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(st_config, indent=2) + "\n", encoding="utf-8")
 
 
 def save_checkpoint(model: Causal2Vec, path: Path) -> None:
@@ -119,9 +117,7 @@ def check_checkpoint(folder: Path) -> None:
             raise FileNotFoundError(f"not a complete Causal2Vec checkpoint: missing {folder / name}")
 
 
-def load_checkpoint(
-    cls: type[Causal2Vec], name_or_path: str, dtype: torch.dtype, **hub_kwargs: Any
-) -> Causal2Vec:
+def load_checkpoint(cls: type[Causal2Vec], name_or_path: str, dtype: torch.dtype, **hub_kwargs: Any) -> Causal2Vec:
     """Load a checkpoint folder, a hub id, or ``"default"``; see ``Causal2Vec.from_pretrained``."""
     if name_or_path == "default":
         from causal2vec.assets import load_default
@@ -165,9 +161,7 @@ def model_card(model: Causal2Vec) -> str:
     """A short README for a checkpoint folder."""
     cfg = model.config
     switches = "\n".join(
-        f"| `{k}` | `{v!r}` |"
-        for k, v in cfg.to_dict().items()
-        if k not in ("extra", "notes", "query_instruction")
+        f"| `{k}` | `{v!r}` |" for k, v in cfg.to_dict().items() if k not in ("extra", "notes", "query_instruction")
     )
     return f"""---
 library_name: causal2vec

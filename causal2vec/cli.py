@@ -100,27 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     enc = sub.add_parser("encode", help="embed texts from a file or stdin", description=cmd_encode.__doc__)
-    enc.add_argument(
-        "input", help="texts, one per line, or JSONL with a 'text' field (e.g. docs.jsonl); '-' = stdin"
-    )
-    enc.add_argument(
-        "-o", "--output", type=Path, required=True, help="where to write, e.g. emb.npy or emb.jsonl"
-    )
-    enc.add_argument(
-        "--model", default="default", help="checkpoint folder, hub id, or 'default' (default: default)"
-    )
+    enc.add_argument("input", help="texts, one per line, or JSONL with a 'text' field (e.g. docs.jsonl); '-' = stdin")
+    enc.add_argument("-o", "--output", type=Path, required=True, help="where to write, e.g. emb.npy or emb.jsonl")
+    enc.add_argument("--model", default="default", help="checkpoint folder, hub id, or 'default' (default: default)")
     enc.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: 32)")
     role = enc.add_mutually_exclusive_group()
     role.add_argument("--query", action="store_true", help="embed as queries, with the query instruction")
-    role.add_argument(
-        "--document", action="store_true", help="embed as documents, without instruction (default)"
-    )
+    role.add_argument("--document", action="store_true", help="embed as documents, without instruction (default)")
     enc.add_argument("--instruction", help="instruction to use instead of the model's query instruction")
     enc.add_argument("--input-format", choices=["auto", "lines", "jsonl"], default="auto",
                      help="input format; 'auto' reads JSONL when the file name ends in .jsonl")  # fmt: skip
-    enc.add_argument(
-        "--format", choices=["npy", "jsonl"], help="output format (default: from the output suffix)"
-    )
+    enc.add_argument("--format", choices=["npy", "jsonl"], help="output format (default: from the output suffix)")
     enc.add_argument("--max-length", type=int, help="token budget of both the encoder and the LLM, e.g. 256")
     enc.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cpu)")
     enc.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
@@ -133,9 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``causal2vec`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.handler(args)
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, ModuleNotFoundError) as err:

@@ -75,9 +75,7 @@ class Causal2VecConfig:
             allowed = get_args(hints[f.name])
             value = getattr(self, f.name)
             if allowed and all(isinstance(a, str) for a in allowed) and value not in allowed:
-                raise ValueError(
-                    f"Causal2VecConfig.{f.name}={value!r} is not allowed; choose one of {list(allowed)}"
-                )
+                raise ValueError(f"Causal2VecConfig.{f.name}={value!r} is not allowed; choose one of {list(allowed)}")
         for name in ("encoder_max_length", "llm_max_length"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 4:

@@ -83,9 +83,7 @@ def encode_texts(
     order = np.argsort([-len(t) for t in texts], kind="stable")
     chunks, truncated = [], 0
     starts = range(0, len(texts), batch_size)
-    for start in tqdm(
-        starts, desc="Batches", disable=not show_progress(show_progress_bar) or len(starts) < 2
-    ):
+    for start in tqdm(starts, desc="Batches", disable=not show_progress(show_progress_bar) or len(starts) < 2):
         batch = [texts[i] for i in order[start : start + batch_size]]
         features, cut = model.inputs(batch, prompt)
         truncated += cut

@@ -19,7 +19,10 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
 
 from causal2vec.config import Causal2VecConfig
 from causal2vec.encoding import encode_texts, resolve_dtype
@@ -34,9 +37,9 @@ Texts = str | list[str] | tuple[str, ...]
 def _check_llm(llm: PreTrainedModel) -> PreTrainedModel:
     """Return the base (no LM head) model of a decoder-only LLM, or raise if it is not one."""
     model_type = llm.config.model_type
-    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or getattr(
-        llm.config, "is_encoder_decoder", False
-    ):
+    # Types that also have a masked-LM head (BERT, RoBERTa, BART …) are bidirectional encoders, not LLMs.
+    bidirectional = model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES or getattr(llm.config, "is_encoder_decoder", False)
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or bidirectional:
         raise ValueError(
             f"the LLM must be a decoder-only causal LM; got model_type={model_type!r} ({type(llm).__name__})"
         )
@@ -114,9 +117,7 @@ class Causal2Vec(nn.Module):
         """
         config = config or Causal2VecConfig()
         torch_dtype = resolve_dtype(dtype)
-        encoder_model, encoder_tokenizer = _load_component(
-            encoder, encoder_tokenizer, torch_dtype, hub_kwargs
-        )
+        encoder_model, encoder_tokenizer = _load_component(encoder, encoder_tokenizer, torch_dtype, hub_kwargs)
         llm_model, llm_tokenizer = _load_component(llm, llm_tokenizer, torch_dtype, hub_kwargs)
         if isinstance(encoder, str) and config.encoder_name is None:
             config.encoder_name = encoder
@@ -206,9 +207,7 @@ class Causal2Vec(nn.Module):
 
     def contextual_token(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Encode and pool the encoder input, then project it: ``(B, Te)`` ids → ``(B, d_llm)`` vectors C."""
-        states = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask
-        ).last_hidden_state  # (B, Te, d_enc)
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, Te, d_enc)
         if self.config.encoder_pooling == "cls":
             pooled = states[:, 0]
         else:
@@ -313,9 +312,7 @@ class Causal2Vec(nn.Module):
         normalize = self.config.normalize if normalize is None else normalize
         return encode_texts(self, texts, prompt, batch_size, normalize, convert_to_tensor, show_progress_bar)
 
-    def encode_query(
-        self, texts: Texts, *, instruction: str | None = None, **kwargs: Any
-    ) -> np.ndarray | torch.Tensor:
+    def encode_query(self, texts: Texts, *, instruction: str | None = None, **kwargs: Any) -> np.ndarray | torch.Tensor:
         """Embed queries with an instruction: ``instruction``, else ``config.query_instruction``.
 
         Takes the same keyword arguments as :meth:`encode`.

@@ -62,9 +62,7 @@ class Projector(nn.Module):
         last.bias.mul_(factor)
 
 
-def check_projector_shapes(
-    state: dict[str, torch.Tensor], in_features: int, out_features: int, source: str
-) -> None:
+def check_projector_shapes(state: dict[str, torch.Tensor], in_features: int, out_features: int, source: str) -> None:
     """Check a saved projector against the encoder and LLM it is loaded with.
 
     Raises:

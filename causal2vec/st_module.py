@@ -41,9 +41,7 @@ class Causal2VecModule(InputModule):
         """The size of the embeddings."""
         return self.model.embedding_dim
 
-    def preprocess(
-        self, inputs: Sequence[str], prompt: str | None = None, **kwargs: Any
-    ) -> dict[str, torch.Tensor]:
+    def preprocess(self, inputs: Sequence[str], prompt: str | None = None, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Tokenise texts; the prompt is tokenised separately, as ``Causal2Vec.encode`` does."""
         return self.model.tokenize(list(inputs), prompt or "")
 

@@ -1,0 +1,200 @@
+"""The model against a slow hand-written forward pass, the causal property, and batch invariance."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from causal2vec import Causal2Vec
+from tests.conftest import LLM_ARCHS
+
+
+def reference_embedding(model: Causal2Vec, text: str, prompt: str = "") -> np.ndarray:
+    """One text through encoder → pool → MLP → [BOS, C, tokens, EOS] → LLM → [h_C ; h_EOS], written out by hand."""
+    cfg = model.config
+    etok, ltok = model.encoder_tokenizer, model.llm_tokenizer
+    with torch.no_grad():
+        # Encoder: [CLS] text [SEP], truncated to the encoder budget.
+        enc_text = (prompt + text) if cfg.encoder_sees_instruction else text
+        body = etok(enc_text, add_special_tokens=False)["input_ids"][: cfg.encoder_max_length - 2]
+        enc_ids = torch.tensor([[etok.cls_token_id, *body, etok.sep_token_id]])
+        states = model.encoder(input_ids=enc_ids).last_hidden_state[0]  # (Te, d_enc), no padding at all
+        pooled = states[0] if cfg.encoder_pooling == "cls" else states.mean(0)
+        net = model.projector.net
+        if cfg.projector == "mlp":
+            hidden = pooled @ net[0].weight.T + net[0].bias
+            hidden = 0.5 * hidden * (1 + torch.erf(hidden / math.sqrt(2)))  # exact GELU
+            c = hidden @ net[2].weight.T + net[2].bias
+        else:
+            c = pooled @ net[0].weight.T + net[0].bias
+        # LLM: BOS when the tokenizer adds one, C, the prompt and text tokens, EOS (once).
+        adds_bos = ltok("x")["input_ids"][0] == ltok.bos_token_id
+        adds_eos = ltok("x")["input_ids"][-1] == ltok.eos_token_id
+        bos = [ltok.bos_token_id] if adds_bos else []
+        prompt_ids = ltok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+        budget = cfg.llm_max_length - len(bos) - 2 - len(prompt_ids)
+        text_ids = ltok(text, add_special_tokens=False)["input_ids"][:budget]
+        table = model.llm.get_input_embeddings().weight
+        rows = [table[i] for i in bos]
+        c_index = len(rows) if cfg.contextual_position == "after_bos" else 0
+        rows.insert(c_index, c)
+        rows += [table[i] for i in [*prompt_ids, *text_ids, ltok.eos_token_id]]
+        if adds_eos:
+            assert len(rows) >= 2
+        h = model.llm(inputs_embeds=torch.stack(rows)[None]).last_hidden_state[0]  # (T, D), no mask
+        if cfg.output_pooling == "eos":
+            e = h[-1]
+        elif cfg.output_pooling == "mean":
+            e = h.mean(0)
+        else:
+            e = torch.cat([h[c_index], h[-1]])
+        if cfg.normalization == "per_half" and cfg.output_pooling == "contextual_eos":
+            half = e.shape[0] // 2
+            e = torch.cat([F.normalize(e[:half], dim=0), F.normalize(e[half:], dim=0)]) / math.sqrt(2)
+        else:
+            e = F.normalize(e, dim=0)
+    return e.numpy()
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, atol: float, what: str) -> None:
+    diff = float(np.abs(actual - expected).max())
+    assert diff <= atol, f"{what}: max |difference| = {diff:.3g} > {atol}"
+
+
+@pytest.mark.parametrize("arch", list(LLM_ARCHS))
+def test_encode_matches_reference_for_each_architecture(build_tiny, texts, arch):
+    model = build_tiny(arch)
+    batch = model.encode(texts, batch_size=4)
+    assert batch.shape == (len(texts), model.embedding_dim) == (len(texts), 128)
+    for i, text in enumerate(texts):
+        assert_close(batch[i], reference_embedding(model, text), 1e-5, f"{arch} text {i}")
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {"encoder_pooling": "cls"},
+        {"projector": "linear"},
+        {"contextual_position": "first"},
+        {"output_pooling": "eos"},
+        {"output_pooling": "mean"},
+        {"normalization": "per_half"},
+        {"encoder_sees_instruction": True},
+    ],
+    ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()),
+)
+def test_every_switch_matches_reference(build_tiny, texts, switches):
+    model = build_tiny("llama", **switches)
+    prompt = model.config.format_instruction("Find the article")
+    batch = model.encode(texts, instruction="Find the article", batch_size=3)
+    for i, text in enumerate(texts):
+        assert_close(batch[i], reference_embedding(model, text, prompt), 1e-5, f"{switches} text {i}")
+    expected_dim = 128 if model.config.output_pooling == "contextual_eos" else 64
+    assert model.embedding_dim == expected_dim == batch.shape[1]
+
+
+def test_contextual_token_goes_after_bos_or_first(build_tiny):
+    after = build_tiny("llama").tokenize(["hello"])["llm_input_ids"][0].tolist()
+    first = build_tiny("llama", contextual_position="first").tokenize(["hello"])["llm_input_ids"][0].tolist()
+    bos = build_tiny("llama").llm_tokenizer.bos_token_id
+    assert after[0] == bos and first[1] == bos and first[0] != bos
+
+
+def test_eos_is_appended_exactly_once(build_tiny):
+    for arch in ("llama", "gpt2", "llama_eos"):
+        model = build_tiny(arch)
+        ids = model.tokenize(["hello world"])["llm_input_ids"][0].tolist()
+        eos = model.llm_tokenizer.eos_token_id
+        assert ids[-1] == eos and ids[-2] != eos, f"{arch}: {ids}"
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_h_c_ignores_llm_text_and_h_eos_does_not(build_tiny, arch):
+    """Under the causal mask h_C depends on BOS and C only: change the LLM's text, keep the encoder input."""
+    model = build_tiny(arch, normalize=False)
+    d = model.embedding_dim // 2
+    # encoder_sees_instruction=False: the instruction reaches the LLM only, so the encoder input is identical.
+    plain = model.encode(["The bank raised rates."], normalize=False)
+    instructed = model.encode(["The bank raised rates."], instruction="Classify the topic", normalize=False)
+    # Equal up to float rounding (the sequence lengths differ, so the kernels block the sums differently).
+    assert_close(plain[:, :d], instructed[:, :d], 1e-5, "h_C with and without an instruction")
+    assert np.abs(plain[:, d:] - instructed[:, d:]).max() > 1e-3
+    # Same directly through forward(): one encoder input, two different LLM texts.
+    f1, f2 = model.tokenize(["alpha beta gamma"]), model.tokenize(["a completely different and longer text"])
+    f2["encoder_input_ids"], f2["encoder_attention_mask"] = f1["encoder_input_ids"], f1["encoder_attention_mask"]
+    with torch.no_grad():
+        e1, e2 = model(**f1), model(**f2)
+    torch.testing.assert_close(e1[:, :d], e2[:, :d], atol=1e-5, rtol=0)
+    assert (e1[:, d:] - e2[:, d:]).abs().max() > 1e-3
+
+
+def test_h_c_depends_on_encoder_input(tiny_model):
+    d = tiny_model.embedding_dim // 2
+    a, b = tiny_model.encode(["Shares fell sharply.", "The striker scored twice."])
+    assert np.abs(a[:d] - b[:d]).max() > 1e-3
+
+
+@pytest.mark.parametrize("arch", list(LLM_ARCHS))
+def test_batch_invariance(build_tiny, texts, arch):
+    model = build_tiny(arch)
+    together = model.encode(texts, batch_size=len(texts))
+    for i, text in enumerate(texts):
+        alone = model.encode(text)
+        assert alone.shape == (model.embedding_dim,)
+        assert_close(together[i], alone, 1e-5, f"{arch}: text {i} alone vs in a padded batch")
+
+
+def test_order_is_restored_whatever_the_batch_size(tiny_model, texts):
+    reference = tiny_model.encode(texts, batch_size=1)
+    for batch_size in (2, 5, 64):
+        assert_close(tiny_model.encode(texts, batch_size=batch_size), reference, 1e-5, f"batch_size={batch_size}")
+
+
+def test_output_types_and_normalisation(tiny_model, texts):
+    emb = tiny_model.encode(texts)
+    assert isinstance(emb, np.ndarray) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    raw = tiny_model.encode(texts, normalize=False, convert_to_tensor=True)
+    assert isinstance(raw, torch.Tensor) and raw.dtype == torch.float32
+    assert_close(F.normalize(raw, dim=-1).numpy(), emb, 1e-5, "normalize=False then normalising by hand")
+    assert not torch.allclose(raw.norm(dim=-1), torch.ones(len(texts)))
+
+
+def test_query_and_document_instructions(tiny_model):
+    text = "interest rates"
+    doc, plain = tiny_model.encode_document(text), tiny_model.encode(text)
+    np.testing.assert_array_equal(doc, plain)
+    query = tiny_model.encode_query(text)
+    explicit = tiny_model.encode(text, instruction=tiny_model.config.query_instruction)
+    np.testing.assert_array_equal(query, explicit)
+    assert np.abs(query - doc).max() > 1e-4
+    other = tiny_model.encode_query(text, instruction="Retrieve news about economics")
+    assert np.abs(other - query).max() > 1e-4
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_reduced_precision_stays_close_to_float32(build_tiny, texts, dtype):
+    model = build_tiny("llama")
+    fp32 = model.encode(texts)
+    low = model.encode(texts, dtype=dtype)
+    assert model.dtype == getattr(torch, dtype) and low.dtype == np.float32
+    cosine = (fp32 * low).sum(1)
+    assert cosine.min() > 0.99, f"{dtype} cosine to float32: {cosine}"
+
+
+def test_projector_is_scaled_to_the_token_embeddings(tiny_model, texts):
+    features = tiny_model.tokenize(texts)
+    with torch.no_grad():
+        c = tiny_model.contextual_token(features["encoder_input_ids"], features["encoder_attention_mask"])
+    table = tiny_model.llm.get_input_embeddings().weight
+    ratio = c.norm(dim=-1).mean() / table.norm(dim=-1).mean()
+    assert 0.5 < ratio < 2.0, f"|C| / |token embedding| = {ratio:.3f}"
+
+
+def test_llm_must_be_decoder_only(encoder_dir):
+    with pytest.raises(ValueError, match="decoder-only causal LM; got model_type='bert'"):
+        Causal2Vec.from_components(str(encoder_dir), str(encoder_dir))

@@ -1,0 +1,51 @@
+"""A checkpoint folder loads in sentence-transformers and gives the embeddings of encode()."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+
+from causal2vec import Causal2Vec
+from causal2vec.st_module import Causal2VecModule
+
+
+@pytest.fixture(scope="module")
+def st_model(tiny_checkpoint) -> SentenceTransformer:
+    return SentenceTransformer(str(tiny_checkpoint), trust_remote_code=True, device="cpu")
+
+
+def test_documents_match_encode(st_model, tiny_model, texts):
+    ours = tiny_model.encode_document(texts, batch_size=4)
+    theirs = st_model.encode_document(texts, batch_size=4)
+    assert theirs.shape == ours.shape
+    np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
+
+
+def test_queries_match_encode_query(st_model, tiny_model, texts):
+    ours = tiny_model.encode_query(texts)
+    theirs = st_model.encode_query(texts)
+    np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
+    assert np.abs(theirs - st_model.encode_document(texts)).max() > 1e-4, "the query prompt was not applied"
+
+
+def test_dimension_and_similarity(st_model, tiny_model):
+    assert st_model.get_embedding_dimension() == tiny_model.embedding_dim
+    emb = st_model.encode(["a cat", "a dog"])
+    np.testing.assert_allclose(st_model.similarity(emb, emb).diagonal().numpy(), 1.0, atol=1e-5)
+
+
+def test_refused_without_trust_remote_code(tiny_checkpoint):
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        SentenceTransformer(str(tiny_checkpoint), device="cpu")
+
+
+def test_sentence_transformers_save_round_trip(tmp_path, st_model, tiny_model, texts):
+    st_model.save(str(tmp_path / "st"))
+    reloaded = Causal2Vec.from_pretrained(tmp_path / "st")
+    np.testing.assert_array_equal(reloaded.encode(texts), tiny_model.encode(texts))
+
+
+def test_module_built_in_python(tiny_model, texts):
+    st = SentenceTransformer(modules=[Causal2VecModule(tiny_model)], device="cpu")
+    np.testing.assert_allclose(st.encode(texts), tiny_model.encode(texts), atol=1e-5, rtol=0)

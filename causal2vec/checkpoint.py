@@ -5,6 +5,7 @@ A checkpoint folder::
     causal2vec_config.json        the Causal2VecConfig, with format_version
     encoder/                      a Hugging Face model folder (config, model.safetensors, tokenizer)
     llm/                          the LLM's base model (no LM head) and tokenizer, a Hugging Face folder
+    llm_adapter/                  optional: a LoRA adapter on the LLM, in peft's format
     projector.safetensors         the projector's weights
     README.md                     model card
     modules.json, config_sentence_transformers.json   so that sentence-transformers can load the folder
@@ -24,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
 
+from causal2vec.adapters import ADAPTER_DIR, base_state_dict, has_adapter, load_adapter, save_adapter
 from causal2vec.config import CONFIG_NAME, Causal2VecConfig
 from causal2vec.projector import Projector, check_projector_shapes
 
@@ -40,12 +42,14 @@ REQUIRED_FILES = (CONFIG_NAME, "encoder/config.json", "llm/config.json", PROJECT
 def write_checkpoint_files(model: Causal2Vec, folder: Path) -> None:
     """Write every checkpoint file into an existing ``folder`` (not atomic; see :func:`save_checkpoint`)."""
     model.config.save(folder / CONFIG_NAME)
-    for name, part, tokenizer in (
-        ("encoder", model.encoder, model.encoder_tokenizer),
-        ("llm", model.llm, model.llm_tokenizer),
-    ):
-        part.save_pretrained(folder / name)
-        tokenizer.save_pretrained(folder / name)
+    model.encoder.save_pretrained(folder / "encoder")
+    model.encoder_tokenizer.save_pretrained(folder / "encoder")
+    if has_adapter(model.llm):  # the clean base in llm/, the adapter beside it
+        model.llm.get_base_model().save_pretrained(folder / "llm", state_dict=base_state_dict(model.llm))
+        save_adapter(model.llm, folder / ADAPTER_DIR)
+    else:
+        model.llm.save_pretrained(folder / "llm")
+    model.llm_tokenizer.save_pretrained(folder / "llm")
     state = {k: v.detach().contiguous().cpu() for k, v in model.projector.state_dict().items()}
     save_file(state, folder / PROJECTOR_NAME, metadata={"kind": model.projector.kind, "format": "pt"})
     (folder / "README.md").write_text(model_card(model), encoding="utf-8")
@@ -130,6 +134,8 @@ def load_checkpoint(cls: type[Causal2Vec], name_or_path: str, dtype: torch.dtype
     llm, llm_tokenizer = _load_part(folder / "llm", dtype)
     projector = _load_projector(folder / PROJECTOR_NAME, config, encoder.config.hidden_size, llm)
     model = cls(encoder, llm, projector.to(dtype), encoder_tokenizer, llm_tokenizer, config)
+    if (folder / ADAPTER_DIR).is_dir():
+        model.llm = load_adapter(model.llm, folder / ADAPTER_DIR)
     return model.eval()
 
 

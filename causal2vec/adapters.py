@@ -1,0 +1,50 @@
+"""LoRA adapters on the LLM: the one module that imports peft (lazily).
+
+A checkpoint whose LLM carries an adapter stores the clean base model in ``llm/`` and the adapter, in peft's own
+format, in ``llm_adapter/``; loading re-applies it. Shipping a trained model then costs only the projector and
+the adapter on top of a known base.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+ADAPTER_DIR = "llm_adapter"
+INSTALL = "pip install 'causal2vec[train]'  (or: pip install peft)"
+
+
+def require_peft() -> Any:
+    """Import peft, or raise with the exact install command."""
+    try:
+        import peft
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(f"LoRA adapters need peft, which is not installed; run: {INSTALL}") from err
+    return peft
+
+
+def has_adapter(llm: nn.Module) -> bool:
+    """Whether the LLM is wrapped by peft (checked without importing peft)."""
+    return hasattr(llm, "peft_config") and hasattr(llm, "get_base_model")
+
+
+def base_state_dict(llm: nn.Module) -> dict[str, Any]:
+    """The weights of the LLM without its adapter: LoRA tensors dropped, peft's ``base_layer`` names undone."""
+    state = llm.get_base_model().state_dict()
+    return {k.replace(".base_layer.", "."): v for k, v in state.items() if "lora_" not in k}
+
+
+def save_adapter(llm: nn.Module, folder: Path) -> None:
+    """Write the LLM's adapter (peft format, safetensors) to ``folder``."""
+    llm.save_pretrained(folder, safe_serialization=True)
+
+
+def load_adapter(llm: nn.Module, folder: Path) -> nn.Module:
+    """Wrap the base LLM with the adapter saved in ``folder`` (frozen, for inference)."""
+    peft = require_peft()
+    try:
+        return peft.PeftModel.from_pretrained(llm, folder, is_trainable=False)
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"corrupt LoRA adapter {folder}: {err}") from err

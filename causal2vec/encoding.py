@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -82,12 +83,13 @@ def encode_texts(
     model.eval()
     order = np.argsort([-len(t) for t in texts], kind="stable")
     chunks, truncated = [], 0
-    starts = range(0, len(texts), batch_size)
-    for start in tqdm(starts, desc="Batches", disable=not show_progress(show_progress_bar) or len(starts) < 2):
-        batch = [texts[i] for i in order[start : start + batch_size]]
-        features, cut = model.inputs(batch, prompt)
+    batches = [[texts[i] for i in order[start : start + batch_size]] for start in range(0, len(texts), batch_size)]
+    on_accelerator = model.device.type != "cpu"
+    tokenized = _tokenize(model, batches, prompt, prefetch=on_accelerator)
+    disable = not show_progress(show_progress_bar) or len(batches) < 2
+    for features, cut in tqdm(tokenized, total=len(batches), desc="Batches", disable=disable):
         truncated += cut
-        embeddings = model(**{k: v.to(model.device) for k, v in features.items()})
+        embeddings = model(**{k: v.to(model.device, non_blocking=on_accelerator) for k, v in features.items()})
         if normalize:
             embeddings = model.normalize(embeddings.float())
         chunks.append(embeddings.float().cpu())
@@ -103,3 +105,34 @@ def encode_texts(
     if single:
         out = out[0]
     return out if convert_to_tensor else out.numpy()
+
+
+def _tokenize(
+    model: Causal2Vec, batches: list[list[str]], prompt: str, prefetch: bool
+) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
+    """Tokenise batch after batch, ahead of the model when ``prefetch`` is set.
+
+    With ``prefetch``, a worker thread tokenises the next batch while the accelerator runs the current one (the
+    tokenizers release the GIL). On a CPU both would compete for the same cores, so it is off there.
+    """
+    if not prefetch:
+        for batch in batches:
+            yield model.inputs(batch, prompt)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="causal2vec-tokenize") as pool:
+        pending: Future | None = None
+        for batch in batches:
+            upcoming = pool.submit(_pinned_inputs, model, batch, prompt)
+            if pending is not None:
+                yield pending.result()
+            pending = upcoming
+        if pending is not None:
+            yield pending.result()
+
+
+def _pinned_inputs(model: Causal2Vec, batch: list[str], prompt: str) -> tuple[dict[str, torch.Tensor], int]:
+    """Tokenise into page-locked memory, so the copy to the accelerator can overlap with compute."""
+    features, cut = model.inputs(batch, prompt)
+    if model.device.type == "cuda":
+        features = {k: v.pin_memory() for k, v in features.items()}
+    return features, cut

@@ -198,3 +198,15 @@ def test_projector_is_scaled_to_the_token_embeddings(tiny_model, texts):
 def test_llm_must_be_decoder_only(encoder_dir):
     with pytest.raises(ValueError, match="decoder-only causal LM; got model_type='bert'"):
         Causal2Vec.from_components(str(encoder_dir), str(encoder_dir))
+
+
+def test_prefetched_tokenisation_yields_the_same_batches_in_order(tiny_model, texts):
+    from causal2vec.encoding import _tokenize
+
+    batches = [texts[:2], texts[2:3], texts[3:]]
+    plain = list(_tokenize(tiny_model, batches, "Instruct: x\nQuery: ", prefetch=False))
+    ahead = list(_tokenize(tiny_model, batches, "Instruct: x\nQuery: ", prefetch=True))
+    assert len(plain) == len(ahead) == 3
+    for (f1, cut1), (f2, cut2) in zip(plain, ahead, strict=True):
+        assert cut1 == cut2 and f1.keys() == f2.keys()
+        assert all(torch.equal(f1[k], f2[k]) for k in f1)

@@ -215,14 +215,16 @@ class Causal2Vec(nn.Module):
             pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
         return self.projector(pooled)  # (B, d_llm)
 
-    def llm_states(
-        self, llm_input_ids: torch.Tensor, llm_attention_mask: torch.Tensor, c: torch.Tensor
-    ) -> torch.Tensor:
-        """Run the LLM on its token embeddings with C in its slot: ``(B, T)`` → last hidden states ``(B, T, D)``."""
+    def llm_states(self, llm_input_ids: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Run the LLM on its token embeddings with C in its slot: ``(B, T)`` → last hidden states ``(B, T, D)``.
+
+        Rows are right-padded and attention is causal, so no real position ever attends to a pad: no padding mask
+        is needed, the states at real positions are the same, and attention can use its fused causal kernels.
+        """
         embeds = self.llm.get_input_embeddings()(llm_input_ids)  # (B, T, D)
         k = self.inputs.contextual_index
         embeds = torch.cat([embeds[:, :k], c.to(embeds.dtype).unsqueeze(1), embeds[:, k + 1 :]], dim=1)
-        out = self.llm(inputs_embeds=embeds, attention_mask=llm_attention_mask, use_cache=False)
+        out = self.llm(inputs_embeds=embeds, use_cache=False)
         return out.last_hidden_state
 
     def forward(
@@ -240,7 +242,7 @@ class Causal2Vec(nn.Module):
             ``(B, embedding_dim)`` embeddings in the model's dtype.
         """
         c = self.contextual_token(encoder_input_ids, encoder_attention_mask)  # (B, D)
-        hidden = self.llm_states(llm_input_ids, llm_attention_mask, c)  # (B, T, D)
+        hidden = self.llm_states(llm_input_ids, c)  # (B, T, D)
         pooling = self.config.output_pooling
         if pooling == "mean":
             weights = llm_attention_mask.unsqueeze(-1).to(hidden.dtype)

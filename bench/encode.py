@@ -674,24 +674,12 @@ def report(
     for dtype_name, res in results.items():
         best = res["best"]
         median = {name: statistics.median(rounds) for name, rounds in res["rounds"].items()}
-        checks.append(
-            Check(
-                f"{dtype_name}: Causal2Vec time / last-token time",
-                best["causal2vec"] / best["lasttoken"],
-                median["causal2vec"] / median["lasttoken"],
-                TARGET_OVERHEAD,
-                at_most=True,
-            )
-        )
-        checks.append(
-            Check(
-                f"{dtype_name}: Echo time / Causal2Vec time",
-                best["echo"] / best["causal2vec"],
-                median["echo"] / median["causal2vec"],
-                TARGET_ECHO,
-                at_most=False,
-            )
-        )
+        for label, slow, fast, target, at_most in (
+            ("Causal2Vec time / last-token time", "causal2vec", "lasttoken", TARGET_OVERHEAD, True),
+            ("Echo time / Causal2Vec time", "echo", "causal2vec", TARGET_ECHO, False),
+        ):
+            ratio, median_ratio = best[slow] / best[fast], median[slow] / median[fast]
+            checks.append(Check(f"{dtype_name}: {label}", ratio, median_ratio, target, at_most=at_most))
     print("\nRatios (chunk-wise best times; the verdict uses them, the median whole rounds are shown beside):")
     for check in checks:
         print(check.line())

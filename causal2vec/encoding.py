@@ -89,10 +89,10 @@ def encode_texts(
     disable = not show_progress(show_progress_bar) or len(batches) < 2
     for features, cut in tqdm(tokenized, total=len(batches), desc="Batches", disable=disable):
         truncated += cut
-        embeddings = model(**{k: v.to(model.device, non_blocking=on_accelerator) for k, v in features.items()})
+        embeddings = model(**{k: v.to(model.device, non_blocking=on_accelerator) for k, v in features.items()}).float()
         if normalize:
-            embeddings = model.normalize(embeddings.float())
-        chunks.append(embeddings.float().cpu())
+            embeddings = model.normalize(embeddings)
+        chunks.append(embeddings.cpu())
     if truncated:
         cfg = model.config
         logger.warning(

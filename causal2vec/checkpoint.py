@@ -126,7 +126,9 @@ def load_checkpoint(cls: type[Causal2Vec], name_or_path: str, dtype: torch.dtype
     if name_or_path == "default":
         from causal2vec.assets import load_default
 
-        return load_default(cls, dtype=dtype)
+        model = load_default(cls, dtype=dtype)
+        model.name_or_path = "default"
+        return model
     folder = resolve_folder(name_or_path, **hub_kwargs)
     check_checkpoint(folder)
     config = Causal2VecConfig.load(folder / CONFIG_NAME)
@@ -136,6 +138,8 @@ def load_checkpoint(cls: type[Causal2Vec], name_or_path: str, dtype: torch.dtype
     model = cls(encoder, llm, projector.to(dtype), encoder_tokenizer, llm_tokenizer, config)
     if (folder / ADAPTER_DIR).is_dir():
         model.llm = load_adapter(model.llm, folder / ADAPTER_DIR)
+    local = Path(name_or_path).expanduser()
+    model.name_or_path = str(local.resolve()) if local.exists() else name_or_path
     return model.eval()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -136,3 +137,40 @@ def _pinned_inputs(model: Causal2Vec, batch: list[str], prompt: str) -> tuple[di
     if model.device.type == "cuda":
         features = {k: v.pin_memory() for k, v in features.items()}
     return features, cut
+
+
+def default_device() -> str:
+    """``"cuda"`` when a CUDA GPU is visible, else ``"cpu"``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is slower than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def auto_dtype(dtype: str, device: str | torch.device) -> str:
+    """Resolve ``"auto"``: bfloat16 on CUDA and on CPUs with native bfloat16, float32 elsewhere; others pass through."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if torch.device(device).type == "cuda" or cpu_has_bf16() else "float32"
+
+
+@contextmanager
+def quiet_weight_loading() -> Iterator[None]:
+    """Hide transformers' per-load "Loading weights" bars unless causal2vec logs at INFO (as its own bars do)."""
+    from transformers.utils import logging as hf_logging
+
+    if show_progress(None) or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()

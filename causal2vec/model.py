@@ -25,7 +25,7 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from causal2vec.config import Causal2VecConfig
-from causal2vec.encoding import encode_texts, resolve_dtype
+from causal2vec.encoding import encode_texts, quiet_weight_loading, resolve_dtype
 from causal2vec.layout import InputBuilder
 from causal2vec.projector import CALIBRATION_TEXTS, Projector
 
@@ -81,6 +81,8 @@ class Causal2Vec(nn.Module):
         self.encoder_tokenizer = encoder_tokenizer
         self.llm_tokenizer = llm_tokenizer
         self.inputs = InputBuilder(encoder_tokenizer, llm_tokenizer, self.config)
+        # Where from_pretrained loaded it ("default", a resolved folder, or a hub id); None for fresh assemblies.
+        self.name_or_path: str | None = None
 
     # ------------------------------------------------------------------ construction
 
@@ -117,8 +119,9 @@ class Causal2Vec(nn.Module):
         """
         config = config or Causal2VecConfig()
         torch_dtype = resolve_dtype(dtype)
-        encoder_model, encoder_tokenizer = _load_component(encoder, encoder_tokenizer, torch_dtype, hub_kwargs)
-        llm_model, llm_tokenizer = _load_component(llm, llm_tokenizer, torch_dtype, hub_kwargs)
+        with quiet_weight_loading():
+            encoder_model, encoder_tokenizer = _load_component(encoder, encoder_tokenizer, torch_dtype, hub_kwargs)
+            llm_model, llm_tokenizer = _load_component(llm, llm_tokenizer, torch_dtype, hub_kwargs)
         if isinstance(encoder, str) and config.encoder_name is None:
             config.encoder_name = encoder
         if isinstance(llm, str) and config.llm_name is None:
@@ -155,7 +158,8 @@ class Causal2Vec(nn.Module):
         """
         from causal2vec.checkpoint import load_checkpoint
 
-        model = load_checkpoint(cls, str(name_or_path), dtype=resolve_dtype(dtype), **hub_kwargs)
+        with quiet_weight_loading():
+            model = load_checkpoint(cls, str(name_or_path), dtype=resolve_dtype(dtype), **hub_kwargs)
         return model.to(device) if device is not None else model
 
     def save_pretrained(self, path: str | Path) -> None:

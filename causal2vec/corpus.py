@@ -1,0 +1,170 @@
+"""Streaming corpus readers: JSONL, TSV and plain text, one document at a time.
+
+A corpus is read lazily so that a million documents are never held at once; :func:`chunked` groups the stream into
+lists for encoding. Every error names the file and the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+CorpusFormat = Literal["auto", "jsonl", "tsv", "lines"]
+FORMATS: tuple[str, ...] = ("auto", "jsonl", "tsv", "lines")
+_RESERVED = ("id", "text", "title", "metadata")
+
+
+@dataclass
+class Document:
+    """One document of a corpus.
+
+    Attributes:
+        text: The body that is embedded and stored.
+        id: The caller's id; ``None`` lets the index assign one (the string of its internal number).
+        title: An optional title; when present it is embedded in front of the text (title, newline, text).
+        metadata: Any JSON object, stored and returned with search hits.
+    """
+
+    text: str
+    id: str | None = None
+    title: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def embedding_text(self) -> str:
+        """The string that is embedded: the title and the text on separate lines, or the text alone."""
+        return f"{self.title}\n{self.text}" if self.title else self.text
+
+
+def detect_format(path: str | Path) -> str:
+    """The corpus format from the file name: ``.jsonl``/``.json`` → jsonl, ``.tsv`` → tsv, anything else → lines."""
+    suffix = Path(str(path)).suffix.lower()
+    return {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".tsv": "tsv"}.get(suffix, "lines")
+
+
+def read_corpus(path: str | Path, fmt: CorpusFormat = "auto") -> Iterator[Document]:
+    """Stream the documents of a corpus file (``"-"`` reads standard input).
+
+    Formats:
+        * ``jsonl``: one object per line with a string ``text``, and optionally ``id`` (string or integer),
+          ``title`` and ``metadata`` (an object). Other fields are kept in the metadata. Blank lines are skipped.
+        * ``tsv``: tab-separated. A first row naming a ``text`` column is a header (columns ``id``, ``title``,
+          ``text``; others go to the metadata). Without a header, rows are ``text`` or ``id<TAB>text``.
+        * ``lines``: one document per line, ids assigned by the index. Blank lines are skipped.
+
+    Raises:
+        ValueError: For an unknown format, or a malformed record (naming the file and line).
+        FileNotFoundError: If the file does not exist.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"corpus format {fmt!r} is not supported; choose one of {list(FORMATS)}")
+    name = "<stdin>" if str(path) == "-" else str(path)
+    fmt = detect_format(name) if fmt == "auto" else fmt
+    if name != "<stdin>" and not Path(name).is_file():
+        raise FileNotFoundError(f"corpus file {name} does not exist")
+    reader = {"jsonl": _read_jsonl, "tsv": _read_tsv, "lines": _read_lines}[fmt]
+    if name == "<stdin>":
+        yield from reader(sys.stdin, name)
+        return
+    with open(name, encoding="utf-8", newline="") as stream:
+        yield from reader(stream, name)
+
+
+def count_lines(path: str | Path) -> int | None:
+    """The number of lines of a file (for a progress bar's total), or ``None`` for standard input."""
+    if str(path) == "-":
+        return None
+    with open(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+
+
+def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Group an iterable into lists of ``size`` items (the last one may be shorter)."""
+    if size < 1:
+        raise ValueError(f"chunk size {size!r} must be a positive integer")
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def as_document(item: Document | str | dict[str, Any], where: str = "document") -> Document:
+    """Accept a :class:`Document`, a plain string, or a dict with the JSONL fields.
+
+    Raises:
+        TypeError: For anything else, naming ``where`` and the type.
+        ValueError: For a dict without a string ``text``.
+    """
+    if isinstance(item, Document):
+        return item
+    if isinstance(item, str):
+        return Document(text=item)
+    if isinstance(item, dict):
+        return _record_to_document(item, where)
+    raise TypeError(f"{where} is {type(item).__name__}; pass a Document, a str, or a dict with a 'text' field")
+
+
+def _record_to_document(record: dict[str, Any], where: str) -> Document:
+    text = record.get("text")
+    if not isinstance(text, str):
+        raise ValueError(f"{where}: each record needs a string 'text' field")
+    doc_id = record.get("id")
+    if doc_id is not None and (isinstance(doc_id, bool) or not isinstance(doc_id, str | int)):
+        raise ValueError(f"{where}: 'id' must be a string or an integer, not {type(doc_id).__name__}")
+    title = record.get("title")
+    if title is not None and not isinstance(title, str):
+        raise ValueError(f"{where}: 'title' must be a string, not {type(title).__name__}")
+    metadata = record.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{where}: 'metadata' must be a JSON object, not {type(metadata).__name__}")
+    extra = {k: v for k, v in record.items() if k not in _RESERVED}
+    return Document(text=text, id=None if doc_id is None else str(doc_id), title=title, metadata={**extra, **metadata})
+
+
+def _read_jsonl(stream: TextIO, name: str) -> Iterator[Document]:
+    for lineno, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{name}:{lineno}: not valid JSON ({err.msg})") from err
+        if not isinstance(record, dict):
+            raise ValueError(f"{name}:{lineno}: each line must be a JSON object, not {type(record).__name__}")
+        yield _record_to_document(record, f"{name}:{lineno}")
+
+
+def _read_tsv(stream: TextIO, name: str) -> Iterator[Document]:
+    rows = csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)
+    header: list[str] | None = None
+    for lineno, row in enumerate(rows, start=1):
+        if not row or row == [""]:
+            continue
+        if lineno == 1 and "text" in row:
+            header = row
+            continue
+        where = f"{name}:{lineno}"
+        if header is not None:
+            if len(row) != len(header):
+                raise ValueError(f"{where}: {len(row)} columns, but the header names {len(header)}: {header}")
+            yield _record_to_document(dict(zip(header, row, strict=True)), where)
+        elif len(row) == 1:
+            yield Document(text=row[0])
+        elif len(row) == 2:
+            yield Document(text=row[1], id=row[0])
+        else:
+            raise ValueError(
+                f"{where}: {len(row)} columns; without a header a TSV row is 'text' or 'id<TAB>text'. "
+                f"Add a header row such as 'id<TAB>title<TAB>text'"
+            )
+
+
+def _read_lines(stream: TextIO, name: str) -> Iterator[Document]:
+    for line in stream:
+        text = line.rstrip("\n").rstrip("\r")
+        if text.strip():
+            yield Document(text=text)

@@ -1,0 +1,205 @@
+"""The SQLite document store behind a semantic index.
+
+Each row is one document: ``vid`` (its FAISS id, never reused), the caller's ``id``, ``title``, ``text`` and
+``metadata`` (JSON). Rows carry the *generation* that added them and, once deleted, the generation that deleted
+them. The index's manifest names the committed generation ``g``; readers see exactly the rows with
+``added <= g`` that are not deleted at ``g``. A writer stages its changes as generation ``g + 1``, which no reader
+sees until the manifest moves on, so a writer killed at any point leaves the committed state intact;
+:meth:`DocumentStore.discard_pending` removes its leftovers.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from causal2vec.corpus import Document
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    vid      INTEGER PRIMARY KEY AUTOINCREMENT,  -- the FAISS id; AUTOINCREMENT never reuses one
+    id       TEXT NOT NULL,                      -- the caller's id
+    title    TEXT,
+    text     TEXT NOT NULL,
+    metadata TEXT,                               -- a JSON object, or NULL when empty
+    added    INTEGER NOT NULL,                   -- generation that added the row
+    deleted  INTEGER                             -- generation that deleted it; NULL while it lives
+);
+CREATE UNIQUE INDEX IF NOT EXISTS documents_live_id ON documents(id) WHERE deleted IS NULL;
+CREATE INDEX IF NOT EXISTS documents_added ON documents(added);
+CREATE INDEX IF NOT EXISTS documents_deleted ON documents(deleted) WHERE deleted IS NOT NULL;
+"""
+
+# Rows a reader at generation :g sees.
+VISIBLE = "added <= :g AND (deleted IS NULL OR deleted > :g)"
+_MAX_VARIABLES = 900  # stay under SQLite's limit on bound parameters per statement
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document as stored: its FAISS id ``vid`` and the caller's fields."""
+
+    vid: int
+    id: str
+    title: str | None
+    text: str
+    metadata: dict[str, Any]
+
+
+class DocumentStore:
+    """A SQLite file of documents with generation-tagged rows (see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        """Open (creating if needed) the store at ``path``.
+
+        Raises:
+            ValueError: If the file is not a SQLite database of documents.
+        """
+        self.path = path
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None)  # autocommit; transactions are explicit
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as err:
+            raise ValueError(f"the document store {path} is corrupt or not a SQLite database ({err})") from err
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    # ------------------------------------------------------------------ reading (committed generation g)
+
+    def count(self, g: int) -> int:
+        """Number of documents visible at generation ``g``."""
+        return self.db.execute(f"SELECT COUNT(*) FROM documents WHERE {VISIBLE}", {"g": g}).fetchone()[0]
+
+    def vids(self, g: int) -> np.ndarray:
+        """The FAISS ids of the documents visible at generation ``g``, sorted."""
+        rows = self.db.execute(f"SELECT vid FROM documents WHERE {VISIBLE} ORDER BY vid", {"g": g})
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def by_vid(self, vids: Iterable[int], g: int) -> dict[int, StoredDocument]:
+        """The documents visible at generation ``g`` among ``vids``, keyed by vid."""
+        found: dict[int, StoredDocument] = {}
+        for part in _parts(sorted({int(v) for v in vids})):
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT vid, id, title, text, metadata FROM documents WHERE vid IN ({marks}) AND {_visible_q()}"
+            for row in self.db.execute(sql, [*part, g, g]):
+                found[row[0]] = _stored(row)
+        return found
+
+    def by_id(self, ids: Iterable[str], g: int) -> dict[str, StoredDocument]:
+        """The documents visible at generation ``g`` among the caller's ``ids``, keyed by id."""
+        found: dict[str, StoredDocument] = {}
+        for part in _parts(list(dict.fromkeys(ids))):
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT vid, id, title, text, metadata FROM documents WHERE id IN ({marks}) AND {_visible_q()}"
+            for row in self.db.execute(sql, [*part, g, g]):
+                found[row[1]] = _stored(row)
+        return found
+
+    # ------------------------------------------------------------------ writing (pending generation g + 1)
+
+    def live_vids(self, ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """``id -> (vid, added)`` among ``ids`` for documents alive in the working state (committed + pending)."""
+        found: dict[str, tuple[int, int]] = {}
+        for part in _parts(list(dict.fromkeys(ids))):
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT id, vid, added FROM documents WHERE id IN ({marks}) AND deleted IS NULL"
+            for doc_id, vid, added in self.db.execute(sql, part):
+                found[doc_id] = (vid, added)
+        return found
+
+    def vids_alive(self, vids: Sequence[int]) -> np.ndarray:
+        """Those of ``vids`` whose documents are alive in the working state."""
+        alive: list[int] = []
+        for part in _parts([int(v) for v in vids]):
+            marks = ",".join("?" * len(part))
+            rows = self.db.execute(f"SELECT vid FROM documents WHERE vid IN ({marks}) AND deleted IS NULL", part)
+            alive.extend(r[0] for r in rows)
+        return np.asarray(alive, dtype=np.int64)
+
+    def insert(self, documents: Sequence[Document], pending: int) -> np.ndarray:
+        """Insert documents as generation ``pending`` in one transaction; returns their vids in order.
+
+        Documents without an id get the string of their vid.
+        """
+        vids = np.empty(len(documents), dtype=np.int64)
+        with self._transaction():
+            for i, doc in enumerate(documents):
+                metadata = json.dumps(doc.metadata, ensure_ascii=False) if doc.metadata else None
+                cursor = self.db.execute(
+                    "INSERT INTO documents (id, title, text, metadata, added) VALUES (?, ?, ?, ?, ?)",
+                    (doc.id if doc.id is not None else "", doc.title, doc.text, metadata, pending),
+                )
+                vids[i] = cursor.lastrowid
+                if doc.id is None:
+                    self.db.execute("UPDATE documents SET id = ? WHERE vid = ?", (str(cursor.lastrowid), vids[i]))
+        return vids
+
+    def delete(self, vids: Sequence[int], pending: int) -> None:
+        """Delete documents in generation ``pending``: rows added by it go at once, older rows are marked."""
+        with self._transaction():
+            for part in _parts([int(v) for v in vids]):
+                marks = ",".join("?" * len(part))
+                self.db.execute(f"DELETE FROM documents WHERE vid IN ({marks}) AND added = ?", [*part, pending])
+                self.db.execute(
+                    f"UPDATE documents SET deleted = ? WHERE vid IN ({marks}) AND deleted IS NULL", [pending, *part]
+                )
+
+    def discard_pending(self, g: int) -> int:
+        """Undo everything staged after generation ``g`` (an unsaved or killed write); returns rows dropped."""
+        with self._transaction():
+            dropped = self.db.execute("DELETE FROM documents WHERE added > ?", (g,)).rowcount
+            self.db.execute("UPDATE documents SET deleted = NULL WHERE deleted > ?", (g,))
+        return dropped
+
+    def purge(self, g: int) -> int:
+        """Drop rows deleted at or before the committed generation ``g``; no reader of ``g`` needs them."""
+        with self._transaction():
+            return self.db.execute("DELETE FROM documents WHERE deleted <= ?", (g,)).rowcount
+
+    def backup_to(self, path: Path) -> None:
+        """Copy the whole store into a new SQLite file (a consistent snapshot)."""
+        target = sqlite3.connect(path)
+        try:
+            self.db.backup(target)
+        finally:
+            target.close()
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self.db)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` on an exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+def _visible_q() -> str:
+    return "added <= ? AND (deleted IS NULL OR deleted > ?)"
+
+
+def _parts(values: list[Any]) -> Iterable[list[Any]]:
+    for start in range(0, len(values), _MAX_VARIABLES):
+        yield values[start : start + _MAX_VARIABLES]
+
+
+def _stored(row: tuple[Any, ...]) -> StoredDocument:
+    vid, doc_id, title, text, metadata = row
+    return StoredDocument(vid=vid, id=doc_id, title=title, text=text, metadata=json.loads(metadata) if metadata else {})

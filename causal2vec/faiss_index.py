@@ -1,0 +1,218 @@
+"""Everything that touches FAISS: the only module that imports it, lazily.
+
+Vectors are L2-normalised embeddings searched by inner product, so scores are cosine similarities. Every index
+carries 64-bit ids (the document store's row numbers): IVF indexes store them natively, the others are wrapped in an
+``IndexIDMap``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+INSTALL_CPU = "pip install 'causal2vec[search]'"
+INSTALL_GPU = "pip install 'causal2vec[search-gpu]'"
+FACTORY_EXAMPLES = "'Flat', 'HNSW32', 'IVF1024,Flat', 'IVF4096,PQ96'"
+
+
+def faiss_module() -> Any:
+    """Import FAISS, or fail with the command that installs it."""
+    try:
+        import faiss
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(f"semantic search needs FAISS; install it with: {INSTALL_CPU}") from err
+    return faiss
+
+
+def new_index(factory: str, dim: int) -> Any:
+    """An empty inner-product index with 64-bit ids, built from a FAISS factory string.
+
+    Raises:
+        ValueError: If FAISS cannot build ``factory`` for inner product in ``dim`` dimensions.
+    """
+    faiss = faiss_module()
+    if not isinstance(factory, str) or not factory.strip():
+        raise ValueError(f"factory={factory!r} must be a FAISS factory string such as {FACTORY_EXAMPLES}")
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()[-1]
+        raise ValueError(
+            f"FAISS cannot build factory string {factory!r} for inner-product search in {dim} dimensions ({reason}); "
+            f"examples that work: {FACTORY_EXAMPLES}"
+        ) from err
+    return index if ivf_of(index) is not None else faiss.IndexIDMap(index)
+
+
+def ivf_of(index: Any) -> Any | None:
+    """The IVF part of an index (possibly behind a transform), or ``None``."""
+    faiss = faiss_module()
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def hnsw_of(index: Any) -> Any | None:
+    """The HNSW part of an index (possibly behind an id map), or ``None``."""
+    faiss = faiss_module()
+    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else faiss.downcast_index(index)
+    return inner if hasattr(inner, "hnsw") else None
+
+
+def train_size(index: Any) -> int:
+    """How many vectors to train an untrained index on: 64 per IVF list, at least 10,000 (PQ needs 9,984)."""
+    ivf = ivf_of(index)
+    return max(64 * (ivf.nlist if ivf is not None else 0), 10_000)
+
+
+def min_train_size(index: Any) -> int:
+    """The fewest training vectors FAISS accepts: one per IVF list (k-means needs at least k points)."""
+    ivf = ivf_of(index)
+    return max(ivf.nlist if ivf is not None else 1, 1)
+
+
+def train(index: Any, vectors: np.ndarray) -> None:
+    """Train an index (IVF centroids, PQ codebooks …) on a sample of vectors."""
+    logger.info("training the index on %d vectors", len(vectors))
+    index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+
+
+def add(index: Any, vectors: np.ndarray, ids: np.ndarray) -> None:
+    """Add vectors under the given 64-bit ids."""
+    index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+
+
+def remove(index: Any, ids: np.ndarray) -> bool:
+    """Remove vectors by id; ``False`` when this index type cannot remove vectors in place (HNSW)."""
+    faiss = faiss_module()
+    if hnsw_of(index) is not None:
+        return False
+    index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64)))
+    return True
+
+
+def ids_of(index: Any) -> np.ndarray:
+    """All ids an id-mapped index holds (used to find vectors that outlived their documents)."""
+    faiss = faiss_module()
+    if not hasattr(index, "id_map"):
+        raise ValueError("only id-mapped indexes list their ids")
+    return faiss.vector_to_array(index.id_map).astype(np.int64)
+
+
+def vectors_of(index: Any) -> np.ndarray:
+    """All vectors of an id-mapped index, in the order of :func:`ids_of` (exact for flat storage)."""
+    faiss = faiss_module()
+    inner = faiss.downcast_index(index.index)
+    return inner.reconstruct_n(0, inner.ntotal)
+
+
+def set_search_parameters(index: Any, nprobe: int | None, ef_search: int | None) -> None:
+    """Set IVF's ``nprobe`` and HNSW's ``efSearch`` on the index.
+
+    Raises:
+        ValueError: If a parameter is not a positive integer or does not apply to this index type.
+    """
+    faiss = faiss_module()
+    space = faiss.GpuParameterSpace() if is_gpu(index) else faiss.ParameterSpace()
+    for name, value, applies in (("nprobe", nprobe, ivf_of(index)), ("efSearch", ef_search, hnsw_of(index))):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive integer")
+        if applies is None:
+            kind = "IVF" if name == "nprobe" else "HNSW"
+            raise ValueError(f"{name} applies to {kind} indexes only; this index is {describe(index)}")
+        space.set_index_parameter(index, name, value)
+
+
+def search(index: Any, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` inner products and ids per query; missing results have id -1.
+
+    Args:
+        index: The index.
+        queries: ``(n, dim)`` float32 query vectors.
+        k: Results per query.
+        exclude: Ids to leave out (vectors of deleted documents that HNSW cannot remove); HNSW indexes only.
+    """
+    faiss = faiss_module()
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if exclude is None or len(exclude) == 0:
+        return index.search(queries, k)
+    hnsw = hnsw_of(index)
+    if hnsw is None:
+        raise ValueError("excluded ids are only needed by HNSW indexes, which cannot remove vectors")
+    selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.ascontiguousarray(exclude, dtype=np.int64)))
+    params = faiss.SearchParametersHNSW(sel=selector, efSearch=hnsw.hnsw.efSearch)
+    return index.search(queries, k, params=params)
+
+
+def describe(index: Any) -> str:
+    """A short name of the index type, e.g. ``IndexHNSWFlat``."""
+    faiss = faiss_module()
+    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
+    return type(faiss.downcast_index(inner)).__name__
+
+
+def write(index: Any, path: Path) -> None:
+    """Write an index (a GPU index is copied to the CPU first), flushed to disk before returning."""
+    faiss = faiss_module()
+    faiss.write_index(to_cpu(index), str(path))
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def read(path: Path) -> Any:
+    """Read an index written by :func:`write`.
+
+    Raises:
+        FileNotFoundError: If the file is missing.
+        ValueError: If FAISS cannot read it (truncated or not an index).
+    """
+    faiss = faiss_module()
+    if not path.is_file():
+        raise FileNotFoundError(f"the index's vector file {path} is missing")
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()[-1]
+        raise ValueError(f"the vector file {path} is corrupt or not a FAISS index ({reason})") from err
+
+
+def is_gpu(index: Any) -> bool:
+    """Whether the index lives on a GPU."""
+    return "Gpu" in type(index).__name__ or "Gpu" in describe(index)
+
+
+def to_gpu(index: Any) -> Any:
+    """Copy an index onto all visible GPUs.
+
+    Raises:
+        ModuleNotFoundError: If the installed FAISS has no GPU support; names the install command.
+        ValueError: If no GPU is visible, or this index type has no GPU version.
+    """
+    faiss = faiss_module()
+    if not hasattr(faiss, "StandardGpuResources"):
+        raise ModuleNotFoundError(f"--gpu needs FAISS with GPU support; the installed one is CPU-only: {INSTALL_GPU}")
+    if faiss.get_num_gpus() < 1:
+        raise ValueError("--gpu: FAISS sees no GPU (check CUDA_VISIBLE_DEVICES and the driver)")
+    try:
+        gpu_index = faiss.index_cpu_to_all_gpus(index)
+    except RuntimeError as err:
+        raise ValueError(
+            f"FAISS has no GPU version of {describe(index)}; on GPUs use Flat or IVF indexes (e.g. 'IVF4096,Flat')"
+        ) from err
+    logger.info("moved the index to %d GPU(s)", faiss.get_num_gpus())
+    return gpu_index
+
+
+def to_cpu(index: Any) -> Any:
+    """The CPU copy of an index (the index itself when it is on the CPU)."""
+    faiss = faiss_module()
+    return faiss.index_gpu_to_cpu(index) if is_gpu(index) else index

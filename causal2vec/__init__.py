@@ -9,9 +9,11 @@
 import logging
 
 from causal2vec.config import Causal2VecConfig
+from causal2vec.corpus import Document
+from causal2vec.index import Hit, SemanticIndex
 from causal2vec.model import Causal2Vec
 
-__all__ = ["Causal2Vec", "Causal2VecConfig"]
+__all__ = ["Causal2Vec", "Causal2VecConfig", "Document", "Hit", "SemanticIndex"]
 __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -154,6 +154,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         queries += _read_queries(args.queries)
     if not queries:
         raise ValueError("no query: give one as an argument or a file with --queries")
+    if empty := [i for i, q in enumerate(queries, start=1) if not q.strip()]:
+        raise ValueError(f"query {empty[0]} is empty; every query needs some text")
     index = SemanticIndex.load(
         args.index, device=args.device, dtype=None if args.dtype == "auto" else args.dtype, gpu=args.gpu
     )

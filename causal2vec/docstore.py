@@ -130,19 +130,26 @@ class DocumentStore:
         """Insert documents as generation ``pending`` in one transaction; returns their vids in order.
 
         Documents without an id get the string of their vid.
+
+        Raises:
+            ValueError: If an id is already taken (an assigned id can clash with a caller's numeric id).
         """
         vids = np.empty(len(documents), dtype=np.int64)
-        with self._transaction():
-            for i, doc in enumerate(documents):
-                metadata = json.dumps(doc.metadata, ensure_ascii=False) if doc.metadata else None
-                cursor = self.db.execute(
-                    "INSERT INTO documents (id, title, text, metadata, added) VALUES (?, ?, ?, ?, ?)",
-                    (doc.id if doc.id is not None else "", doc.title, doc.text, metadata, pending),
-                )
-                vids[i] = cursor.lastrowid
-                if doc.id is None:
-                    self.db.execute("UPDATE documents SET id = ? WHERE vid = ?", (str(cursor.lastrowid), vids[i]))
+        sql = "INSERT INTO documents (vid, id, title, text, metadata, added) VALUES (?, ?, ?, ?, ?, ?)"
+        try:
+            with self._transaction():
+                for i, doc in enumerate(documents):
+                    metadata = json.dumps(doc.metadata, ensure_ascii=False) if doc.metadata else None
+                    vid = None if doc.id is not None else self._next_vid()
+                    doc_id = doc.id if doc.id is not None else str(vid)
+                    vids[i] = self.db.execute(sql, (vid, doc_id, doc.title, doc.text, metadata, pending)).lastrowid
+        except sqlite3.IntegrityError as err:
+            raise ValueError(f"a document id is already taken ({err}); give every document an explicit id") from err
         return vids
+
+    def _next_vid(self) -> int:
+        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'documents'").fetchone()
+        return (row[0] if row else 0) + 1
 
     def delete(self, vids: Sequence[int], pending: int) -> None:
         """Delete documents in generation ``pending``: rows added by it go at once, older rows are marked."""

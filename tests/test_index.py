@@ -1,0 +1,399 @@
+"""SemanticIndex against brute force, through appends, deletes, crashes and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+
+import faiss
+import numpy as np
+import pytest
+
+from causal2vec import faiss_index
+from causal2vec.corpus import Document
+from causal2vec.index import IndexBusyError, Manifest, SemanticIndex, _TrainingSpill
+
+DIM = 16
+
+
+class HashEmbedder:
+    """A deterministic stand-in model: each text maps to a fixed random unit vector (queries add an offset)."""
+
+    name_or_path = None
+
+    def __init__(self, dim: int = DIM) -> None:
+        self.embedding_dim = dim
+        self.calls: list[int] = []
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        self.calls.append(len(texts))
+        seeds = [int.from_bytes(hashlib.sha256(t.encode()).digest()[:4], "little") for t in texts]
+        out = np.stack([np.random.default_rng(s).standard_normal(self.embedding_dim) for s in seeds]).astype(np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    def encode_document(self, texts: list[str], **_: object) -> np.ndarray:
+        return self._embed(texts)
+
+    def encode_query(self, texts: list[str], **_: object) -> np.ndarray:
+        return self._embed(texts)
+
+
+def docs(n: int, start: int = 0, prefix: str = "d") -> list[dict]:
+    return [{"id": f"{prefix}{i}", "text": f"document number {i}", "title": f"T{i}"} for i in range(start, start + n)]
+
+
+def clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    """Unit vectors around 50 cluster centres in a 12-d subspace: structured like real embeddings."""
+    rng = np.random.default_rng(seed)
+    basis = np.random.default_rng(99).standard_normal((12, dim))
+    centres = np.random.default_rng(98).standard_normal((50, 12)) * 3
+    x = (centres[rng.integers(0, 50, n)] + rng.standard_normal((n, 12))) @ basis
+    x += 0.1 * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def exact_top_k(queries: np.ndarray, base: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-(queries @ base.T), axis=1, kind="stable")[:, :k]
+
+
+def faiss_live_ids(index: SemanticIndex) -> set[int]:
+    """The ids the FAISS index would return: every stored id minus the vectors of deleted documents."""
+    vectors = index._vectors
+    ivf = faiss_index.ivf_of(vectors)
+    if ivf is None:
+        ids = faiss_index.ids_of(vectors)
+    else:
+        invlists = ivf.invlists
+        parts = [
+            faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+            for i in range(ivf.nlist)
+            if invlists.list_size(i)
+        ]
+        ids = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    return set(ids.tolist()) - set(index._tombstones.tolist())
+
+
+def assert_consistent(index: SemanticIndex, expected_ids: set[str]) -> None:
+    stored = index.store.by_id(sorted(expected_ids), index._view)
+    assert set(stored) == expected_ids, "document store lost or kept the wrong ids"
+    assert len(index) == len(expected_ids)
+    assert faiss_live_ids(index) == {d.vid for d in stored.values()}, "FAISS and SQLite disagree"
+
+
+# ---------------------------------------------------------------------- brute force
+
+
+def test_flat_returns_exactly_the_numpy_top_k(tmp_path, tiny_model, corpus):
+    records = [{"id": f"bbc{i}", "text": text} for i, text in enumerate(corpus)]
+    index = SemanticIndex.build(tmp_path / "idx", tiny_model, records, factory="Flat", chunk_size=25)
+    queries = ["interest rates and inflation", "a football club signs a striker", "film awards", "mobile phones"]
+    got = index.search(queries, k=10)
+    doc_emb, query_emb = tiny_model.encode_document(corpus), tiny_model.encode_query(queries)
+    expected = exact_top_k(query_emb, doc_emb, 10)
+    scores = query_emb @ doc_emb.T
+    for q, hits in enumerate(got):
+        assert [h.id for h in hits] == [f"bbc{j}" for j in expected[q]], f"query {queries[q]!r}"
+        np.testing.assert_allclose([h.score for h in hits], scores[q, expected[q]], atol=1e-5)
+        assert hits[0].text == corpus[expected[q][0]]
+
+
+@pytest.mark.parametrize(("factory", "params"), [("HNSW32", {"ef_search": 64}), ("IVF64,Flat", {"nprobe": 16})])
+def test_approximate_indexes_reach_recall_095(tmp_path, factory, params):
+    base, queries = clustered(5000, 48, seed=0), clustered(200, 48, seed=1)
+    index = SemanticIndex.create(tmp_path / "idx", HashEmbedder(48), factory=factory)
+    index.add([Document(text=f"v{i}", id=str(i)) for i in range(len(base))], embeddings=base, chunk_size=700)
+    index.save()
+    hits = index.search_vectors(queries, k=10, **params)
+    truth = exact_top_k(queries, base, 10)
+    recall = np.mean([len({int(h.id) for h in row} & set(t.tolist())) / 10 for row, t in zip(hits, truth, strict=True)])
+    assert recall >= 0.95, f"{factory} {params}: recall@10 = {recall:.3f}"
+
+
+def test_ivf_is_trained_on_a_uniform_sample_of_the_stream(tmp_path):
+    index = faiss_index.new_index("IVF16,Flat", 4)
+    spill = _TrainingSpill(tmp_path, index, 4, seed=0)
+    spill.sample = np.empty((1000, 4), dtype=np.float32)
+    for start in range(0, 20_000, 512):  # vectors carry their position, so the sample shows where it came from
+        rows = np.arange(start, min(start + 512, 20_000), dtype=np.float32)
+        spill.write(np.repeat(rows[:, None], 4, axis=1), rows.astype(np.int64))
+    spill.close()
+    positions = spill.sample[:, 0]
+    assert len(np.unique(positions)) == 1000
+    # A uniform sample of 0..19999 has mean ~10000 (sd ~180) and every fifth of the stream holds ~200 rows.
+    assert abs(positions.mean() - 10_000) < 1000
+    assert np.histogram(positions, bins=5, range=(0, 20_000))[0].min() > 140
+
+
+# ---------------------------------------------------------------------- appends and deletes
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32", "IVF8,Flat"])
+def test_faiss_and_sqlite_stay_consistent_through_append_and_delete(tmp_path, factory):
+    model, path = HashEmbedder(), tmp_path / "idx"
+    index = SemanticIndex.build(path, model, docs(300), factory=factory, chunk_size=64)
+    expected = {f"d{i}" for i in range(300)}
+    assert_consistent(index, expected)
+
+    index.add(docs(100, start=300), chunk_size=30)
+    index.delete([f"d{i}" for i in range(0, 400, 9)])  # committed and freshly staged documents alike
+    expected = {f"d{i}" for i in range(400)} - {f"d{i}" for i in range(0, 400, 9)}
+    assert_consistent(index, expected)
+    index.save()
+    assert_consistent(index, expected)
+
+    replaced = [{"id": f"d{i}", "text": f"replacement {i}"} for i in range(1, 40, 2)]  # d9 and d27 come back
+    index.add(replaced, on_duplicate="replace")
+    index.save()
+    expected |= {"d9", "d27"}
+    assert_consistent(index, expected)
+    assert index.get(["d1"])[0].text == "replacement 1"
+
+    reloaded = SemanticIndex.load(path, model=model)
+    assert reloaded.manifest.count == len(expected)
+    assert_consistent(reloaded, expected)
+    for doc_id in ("d0", "d18", "d36"):
+        hits = reloaded.search_vectors(model.encode_document([f"T{doc_id[1:]}\ndocument number {doc_id[1:]}"]), k=5)
+        assert doc_id not in {h.id for h in hits[0]}, f"deleted {doc_id} is still found"
+    top = reloaded.search(["T2\ndocument number 2"], k=1)[0][0]
+    assert (top.id, top.title) == ("d2", "T2")
+    assert round(top.score, 5) == 1.0
+
+
+def test_hnsw_deletions_are_compacted_once_they_pile_up(tmp_path):
+    index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(200), factory="HNSW32")
+    index.delete([f"d{i}" for i in range(30)])
+    index.save()
+    assert index.manifest.tombstones == 30 and index._vectors.ntotal == 200
+    index.delete([f"d{i}" for i in range(30, 50)])  # 50 of 200 > 20%: the save rebuilds the graph
+    index.save()
+    assert index.manifest.tombstones == 0 and index._vectors.ntotal == 150
+    assert_consistent(SemanticIndex.load(tmp_path / "idx"), {f"d{i}" for i in range(50, 200)})
+
+
+def test_documents_without_ids_get_unique_ones_across_appends(tmp_path):
+    index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), ["first text", "second text"])
+    index.add(["third text"])
+    index.save()
+    ids = [h.id for h in index.search("anything", k=10)]
+    assert len(ids) == 3 and len(set(ids)) == 3
+
+
+def test_metadata_and_titles_round_trip(tmp_path):
+    record = {"id": "x", "title": "Headline", "text": "Body text", "metadata": {"topic": "tech", "year": 2005}}
+    index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), [record])
+    hit = index.search("Headline\nBody text", k=1)[0]
+    assert (hit.id, hit.title, hit.text) == ("x", "Headline", "Body text")
+    assert hit.metadata == {"topic": "tech", "year": 2005}
+    assert hit.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_corpus_is_streamed_in_chunks(tmp_path):
+    pulled = 0
+
+    def stream():
+        nonlocal pulled
+        for d in docs(1000):
+            pulled += 1
+            yield d
+
+    model = HashEmbedder()
+    seen_at_call: list[int] = []
+    original = model.encode_document
+    model.encode_document = lambda texts, **kw: (seen_at_call.append(pulled), original(texts))[1]
+    SemanticIndex.build(tmp_path / "idx", model, stream(), chunk_size=100)
+    assert seen_at_call[0] == 100, "the whole corpus was read before embedding started"
+    assert max(model.calls) == 100 and len(model.calls) == 10
+
+
+# ---------------------------------------------------------------------- atomic writes
+
+
+@pytest.mark.parametrize("crash_in", ["vectors", "manifest"])
+def test_a_crash_during_save_leaves_the_previous_index(tmp_path, monkeypatch, crash_in):
+    path = tmp_path / "idx"
+    SemanticIndex.build(path, HashEmbedder(), docs(50)).close()
+    index = SemanticIndex.load(path, model=HashEmbedder())
+    index.add(docs(20, start=50))
+    index.delete(["d0"])
+
+    def crash(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(faiss_index, "write", crash) if crash_in == "vectors" else monkeypatch.setattr(
+        Manifest, "write", crash
+    )
+    with pytest.raises(OSError, match="disk full"):
+        index.save()
+    monkeypatch.undo()
+    index._release()  # the crashed process lets go of its lock
+
+    survivor = SemanticIndex.load(path, model=HashEmbedder())
+    assert survivor.manifest.count == 50 and survivor.manifest.generation == 1
+    assert_consistent(survivor, {f"d{i}" for i in range(50)})
+    survivor.add(docs(5, start=100))  # the next writer clears the leftovers
+    survivor.save()
+    assert_consistent(survivor, {f"d{i}" for i in range(50)} | {f"d{i}" for i in range(100, 105)})
+    assert sorted(p.name for p in path.glob("vectors.*")) == ["vectors.2.faiss"]
+
+
+def test_a_failed_add_discards_everything_unsaved(tmp_path):
+    index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(30))
+    with pytest.raises(ValueError, match=r"already in the index: 'd5'"):
+        index.add([*docs(10, start=100), {"id": "d5", "text": "clash"}], chunk_size=4)
+    assert_consistent(index, {f"d{i}" for i in range(30)})
+    assert index.get(["d5"])[0].text == "document number 5"
+    assert_consistent(SemanticIndex.load(tmp_path / "idx"), {f"d{i}" for i in range(30)})
+
+
+def test_build_leaves_nothing_behind_when_it_fails(tmp_path):
+    with pytest.raises(ValueError, match="needs at least 64 documents"):
+        SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(10), factory="IVF64,Flat")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_one_writer_at_a_time(tmp_path):
+    path = tmp_path / "idx"
+    SemanticIndex.build(path, HashEmbedder(), docs(10)).close()
+    first, second = SemanticIndex.load(path, model=HashEmbedder()), SemanticIndex.load(path, model=HashEmbedder())
+    first.add(docs(1, start=10))
+    with pytest.raises(IndexBusyError, match="another process is writing"):
+        second.add(docs(1, start=20))
+    first.save()
+    with pytest.raises(IndexBusyError, match="changed by another writer"):
+        second.add(docs(1, start=20))
+    assert len(second) == 10 and len(SemanticIndex.load(path)) == 11
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+def test_duplicate_ids(tmp_path):
+    index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(5))
+    with pytest.raises(ValueError, match="ids repeat in the input: 'x'"):
+        index.add([{"id": "x", "text": "a"}, {"id": "x", "text": "b"}])
+    index.add([{"id": "d1", "text": "kept out"}], on_duplicate="skip")
+    index.add([{"id": "x", "text": "a"}, {"id": "x", "text": "b"}], on_duplicate="replace")
+    index.save()
+    assert index.get(["d1", "x"])[0].text == "document number 1"
+    assert index.get(["x"])[0].text == "b" and len(index) == 6
+    with pytest.raises(ValueError, match="on_duplicate='merge' is not supported"):
+        index.add(docs(1), on_duplicate="merge")
+
+
+def test_model_dimension_must_match(tmp_path):
+    SemanticIndex.build(tmp_path / "idx", HashEmbedder(16), docs(3)).close()
+    with pytest.raises(ValueError, match=r"embeds in 8 dimensions but the index .* holds 16-dimensional"):
+        SemanticIndex.load(tmp_path / "idx", model=HashEmbedder(8))
+    index = SemanticIndex.load(tmp_path / "idx")
+    with pytest.raises(ValueError, match=r"shape \(1, 8\); the index needs \(n, 16\)"):
+        index.add([{"id": "y", "text": "t"}], embeddings=np.ones((1, 8)))
+    assert len(SemanticIndex.load(tmp_path / "idx")) == 3
+
+
+def test_missing_or_corrupt_index_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        SemanticIndex.load(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"not a semantic index: manifest\.json is missing"):
+        SemanticIndex.load(tmp_path / "empty")
+
+    def fresh(name: str):
+        SemanticIndex.build(tmp_path / name, HashEmbedder(), docs(20)).close()
+        return tmp_path / name
+
+    path = fresh("bad_json")
+    (path / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"manifest .* is corrupt"):
+        SemanticIndex.load(path)
+    path = fresh("newer")
+    data = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**data, "format_version": 99}))
+    with pytest.raises(ValueError, match="format_version 99; this causal2vec reads up to 1"):
+        SemanticIndex.load(path)
+    path = fresh("truncated")
+    vectors = path / "vectors.1.faiss"
+    vectors.write_bytes(vectors.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"vectors\.1\.faiss is corrupt"):
+        SemanticIndex.load(path)
+    path = fresh("no_vectors")
+    (path / "vectors.1.faiss").unlink()
+    with pytest.raises(FileNotFoundError, match=r"vector file .*vectors\.1\.faiss is missing"):
+        SemanticIndex.load(path)
+    path = fresh("no_store")
+    (path / "documents.sqlite").unlink()
+    with pytest.raises(FileNotFoundError, match=r"document store .* is missing"):
+        SemanticIndex.load(path)
+    path = fresh("garbage_store")
+    (path / "documents.sqlite").write_bytes(b"garbage" * 100)
+    with pytest.raises(ValueError, match="corrupt or not a SQLite database"):
+        SemanticIndex.load(path)
+    path = fresh("disagree")
+    with sqlite3.connect(path / "documents.sqlite") as db:
+        db.execute("DELETE FROM documents WHERE id = 'd3'")
+    with pytest.raises(ValueError, match="inconsistent: the manifest counts 20 documents, the store 19"):
+        SemanticIndex.load(path)
+
+
+def test_queries_and_k(tmp_path):
+    index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(4))
+    with pytest.raises(ValueError, match="the query is empty"):
+        index.search("   ")
+    with pytest.raises(ValueError, match=r"queries\[1\] is empty"):
+        index.search(["fine", ""])
+    with pytest.raises(TypeError, match=r"queries\[0\] is int"):
+        index.search([3])
+    with pytest.raises(ValueError, match="k=0 must be a positive integer"):
+        index.search("x", k=0)
+    assert len(index.search("x", k=50)) == 4, "k beyond the index returns every document"
+    with pytest.raises(ValueError, match="nprobe applies to IVF indexes only"):
+        index.search("x", nprobe=4)
+    assert SemanticIndex.build(tmp_path / "empty", HashEmbedder(), []).search("x") == []
+
+
+def test_bad_factory_and_existing_paths(tmp_path):
+    with pytest.raises(ValueError, match="cannot build factory string 'IVF,Nonsense'"):
+        SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(3), factory="IVF,Nonsense")
+    SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(3)).close()
+    with pytest.raises(FileExistsError, match="already exists"):
+        SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(3))
+    rebuilt = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(7), overwrite=True)
+    assert len(rebuilt) == 7
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="not a semantic index"):
+        SemanticIndex.build(tmp_path / "notes", HashEmbedder(), docs(3), overwrite=True)
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "precious"
+
+
+def test_deleting_unknown_ids_changes_nothing(tmp_path):
+    index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(5))
+    with pytest.raises(KeyError, match="1 ids are not in the index: 'nope'"):
+        index.delete(["d1", "nope"])
+    assert len(index) == 5
+    assert index.delete(["d1", "nope"], missing_ok=True) == 1
+    index.save()
+    assert len(SemanticIndex.load(tmp_path / "idx")) == 4
+
+
+@pytest.mark.skipif(hasattr(faiss, "StandardGpuResources"), reason="faiss has GPU support here")
+def test_gpu_without_faiss_gpu_names_the_install(tmp_path):
+    SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(3)).close()
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'causal2vec\[search-gpu\]'"):
+        SemanticIndex.load(tmp_path / "idx", gpu=True)
+
+
+# ---------------------------------------------------------------------- the real model
+
+
+def test_search_loads_the_model_named_in_the_manifest(tmp_path, tiny_checkpoint, tiny_model, corpus):
+    from causal2vec import Causal2Vec
+
+    model = Causal2Vec.from_pretrained(tiny_checkpoint)
+    SemanticIndex.build(tmp_path / "idx", model, corpus[:30]).close()
+    index = SemanticIndex.load(tmp_path / "idx", device="cpu")
+    assert index.manifest.model == str(tiny_checkpoint.resolve())
+    hits = index.search("football results", k=5)
+    assert index.model is not model and index.model.name_or_path == str(tiny_checkpoint.resolve())
+    expected = SemanticIndex.load(tmp_path / "idx", model=tiny_model).search("football results", k=5)
+    assert [h.id for h in hits] == [h.id for h in expected]

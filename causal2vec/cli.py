@@ -121,6 +121,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         "show_progress_bar": not args.quiet,
     }
     start = time.perf_counter()
+    if args.append and args.max_length is not None and args.model is None:
+        raise ValueError("--max-length with --append needs --model: the index's own model keeps its token budgets")
     if args.append:
         index = SemanticIndex.load(args.index, device=args.device, dtype=None if args.dtype == "auto" else args.dtype)
         if args.model is not None:

@@ -478,8 +478,35 @@ class SemanticIndex:
             self._delete_vids([vid for vid, _ in found.values()])
         return len(found)
 
-    def save(self) -> None:
-        """Commit the staged changes: write the new vector file, then switch the manifest to it atomically."""
+    def save(self, path: str | Path | None = None) -> None:
+        """Commit the staged changes: write the new vector file, then switch the manifest to it atomically.
+
+        Args:
+            path: Also write a copy of the committed index to this new folder (built aside, renamed into place).
+
+        Raises:
+            FileExistsError: If ``path`` already exists.
+        """
+        self._commit()
+        if path is not None and Path(path).resolve() != self.path.resolve():
+            self._copy_to(Path(path))
+
+    def _copy_to(self, path: Path) -> None:
+        if path.exists():
+            raise FileExistsError(f"{path} already exists; save a copy to a new folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            tmp.mkdir()
+            self.store.backup_to(tmp / DOCUMENTS)
+            faiss_index.write(self._vectors, tmp / self.manifest.vectors_file)
+            dataclasses.replace(self.manifest).write(tmp)
+            _swap_into_place(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        logger.info("saved a copy of %s to %s", self.path, path)
+
+    def _commit(self) -> None:
         if self._lock is None:
             return
         if self._tombstones.size > COMPACT_FRACTION * max(self._vectors.ntotal, 1):

@@ -171,6 +171,18 @@ def test_hnsw_deletions_are_compacted_once_they_pile_up(tmp_path):
     assert_consistent(SemanticIndex.load(tmp_path / "idx"), {f"d{i}" for i in range(50, 200)})
 
 
+def test_save_a_copy(tmp_path):
+    index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(20), factory="HNSW32")
+    index.delete(["d3"])
+    index.save(tmp_path / "copy")
+    copy = SemanticIndex.load(tmp_path / "copy", model=HashEmbedder())
+    assert_consistent(copy, {f"d{i}" for i in range(20)} - {"d3"})
+    query = "T4\ndocument number 4"
+    assert [h.id for h in copy.search(query, k=3)] == [h.id for h in index.search(query, k=3)]
+    with pytest.raises(FileExistsError, match="already exists"):
+        index.save(tmp_path / "copy")
+
+
 def test_documents_without_ids_get_unique_ones_across_appends(tmp_path):
     index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), ["first text", "second text"])
     index.add(["third text"])

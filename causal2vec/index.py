@@ -451,6 +451,8 @@ class SemanticIndex:
             total = len(documents)
         self._begin_write()
         bar = tqdm(total=total, unit="doc", desc="Indexing", disable=not show_progress(show_progress_bar))
+        truncation = _FirstTruncationWarning()
+        logging.getLogger("causal2vec.encoding").addFilter(truncation)
         try:
             staged = self._stage_all(documents, embeddings, on_duplicate, batch_size, chunk_size, bar)
         except BaseException:
@@ -458,6 +460,9 @@ class SemanticIndex:
             raise
         finally:
             bar.close()
+            logging.getLogger("causal2vec.encoding").removeFilter(truncation)
+        if truncation.hidden:
+            logger.warning("texts were also truncated in %d later chunks (warnings not repeated)", truncation.hidden)
         logger.info("staged %d documents in %s", staged, self.path)
         return staged
 
@@ -660,6 +665,23 @@ class SemanticIndex:
                 f"the vector file {vectors.ntotal} vectors ({m.tombstones} stale)"
             )
         self._tombstones = self._stale_vids()
+
+
+class _FirstTruncationWarning(logging.Filter):
+    """Lets the first "texts were truncated" warning of a streamed add through, and counts the rest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown, self.hidden = False, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "truncated" not in str(record.msg):
+            return True
+        if self.shown:
+            self.hidden += 1
+            return False
+        self.shown = True
+        return True
 
 
 class _TrainingSpill:

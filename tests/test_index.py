@@ -409,3 +409,11 @@ def test_search_loads_the_model_named_in_the_manifest(tmp_path, tiny_checkpoint,
     assert index.model is not model and index.model.name_or_path == str(tiny_checkpoint.resolve())
     expected = SemanticIndex.load(tmp_path / "idx", model=tiny_model).search("football results", k=5)
     assert [h.id for h in hits] == [h.id for h in expected]
+
+
+def test_truncation_is_reported_once_per_add(tmp_path, tiny_model, corpus, caplog):
+    with caplog.at_level("WARNING", logger="causal2vec"):
+        SemanticIndex.build(tmp_path / "idx", tiny_model, corpus[:12], chunk_size=4)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("texts were truncated" in m for m in messages) == 1, messages
+    assert "texts were also truncated in 2 later chunks (warnings not repeated)" in messages

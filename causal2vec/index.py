@@ -180,7 +180,7 @@ class SemanticIndex:
 
     @classmethod
     def create(cls, path: str | Path, model: Embedder, *, factory: str = "Flat", gpu: bool = False) -> SemanticIndex:
-        """Create an empty index folder for ``model``'s embeddings.
+        """Create an empty index folder for ``model``'s embeddings (atomically, like :meth:`build`).
 
         Args:
             path: The folder to create; it must not exist, or be empty.
@@ -189,25 +189,27 @@ class SemanticIndex:
             gpu: Train, add and search on the GPUs (needs faiss-gpu); files are always written from a CPU copy.
 
         Raises:
-            FileExistsError: If ``path`` exists and is not empty.
+            FileExistsError: If ``path`` exists and is not an empty folder.
             ValueError: If FAISS cannot build ``factory``.
         """
         path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise FileExistsError(f"{path} already exists; choose a new folder, or append to an existing index")
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        return cls.build(path, model, [], factory=factory, gpu=gpu)
+
+    @classmethod
+    def _create_at(cls, path: Path, model: Embedder, factory: str) -> SemanticIndex:
+        """Write generation 0 of an empty index into a new folder ``path``."""
         dim = int(model.embedding_dim)
         vectors = faiss_index.new_index(factory, dim)
         name, sha, settings = model_identity(model)
         now = _now()
         manifest = Manifest(dim, factory, name, sha, settings, created=now, updated=now)
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True)
         store = DocumentStore(path / DOCUMENTS)
         faiss_index.write(vectors, path / manifest.vectors_file)
         manifest.write(path)
-        index = cls(path, manifest, vectors, store, model)
-        if gpu:
-            index.to_gpu()
-        return index
+        return cls(path, manifest, vectors, store, model)
 
     @classmethod
     def build(
@@ -244,7 +246,9 @@ class SemanticIndex:
         _remove_stale_siblings(path)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
-            with cls.create(tmp, model, factory=factory, gpu=gpu) as index:
+            with cls._create_at(tmp, model, factory) as index:
+                if gpu:
+                    index.to_gpu()
                 index.add(documents, **add_kwargs)
                 index.save()
             _swap_into_place(tmp, path)

@@ -98,6 +98,13 @@ def remove(index: Any, ids: np.ndarray) -> bool:
     return True
 
 
+def remove_on_cpu(index: Any, ids: np.ndarray) -> Any:
+    """Remove vectors from a GPU index (GPU indexes cannot): on a CPU copy, moved back; returns the new index."""
+    cpu = to_cpu(index)
+    remove(cpu, ids)
+    return to_gpu(cpu)
+
+
 def ids_of(index: Any) -> np.ndarray:
     """All ids an id-mapped index holds (used to find vectors that outlived their documents)."""
     faiss = faiss_module()
@@ -186,8 +193,9 @@ def read(path: Path) -> Any:
 
 
 def is_gpu(index: Any) -> bool:
-    """Whether the index lives on a GPU."""
-    return "Gpu" in type(index).__name__ or "Gpu" in describe(index)
+    """Whether the index lives on one GPU (``GpuIndex…``) or several (replicas across GPUs)."""
+    names = (type(index).__name__, describe(index))
+    return any("Gpu" in name or name in ("IndexReplicas", "IndexShards") for name in names)
 
 
 def to_gpu(index: Any) -> Any:

@@ -625,7 +625,9 @@ class SemanticIndex:
     def _delete_vids(self, vids: list[int]) -> None:
         self.store.delete(vids, self._view)
         array = np.asarray(vids, dtype=np.int64)
-        if not faiss_index.remove(self._vectors, array):
+        if faiss_index.is_gpu(self._vectors):
+            self._vectors = faiss_index.remove_on_cpu(self._vectors, array)
+        elif not faiss_index.remove(self._vectors, array):
             self._tombstones = np.union1d(self._tombstones, array)
 
     def _begin_write(self) -> None:

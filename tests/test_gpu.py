@@ -45,3 +45,28 @@ def test_from_pretrained_on_cuda(tiny_checkpoint, tiny_model, texts):
     emb = model.encode(texts, convert_to_tensor=True)
     assert emb.device.type == "cpu" and emb.dtype == torch.float32
     assert (emb.numpy() * tiny_model.encode(texts)).sum(1).min() > 0.99
+
+
+def _faiss_gpus() -> int:
+    try:
+        import faiss
+    except ModuleNotFoundError:
+        return 0
+    return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+
+
+@pytest.mark.skipif(_faiss_gpus() < 1, reason="needs faiss-gpu (pip install 'causal2vec[search-gpu]') and a GPU")
+@pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat"])
+def test_faiss_gpu_index_matches_cpu(tmp_path, factory):
+    from causal2vec.index import SemanticIndex
+    from tests.test_index import HashEmbedder, docs
+
+    cpu = SemanticIndex.build(tmp_path / "cpu", HashEmbedder(), docs(2000), factory=factory)
+    gpu = SemanticIndex.build(tmp_path / "gpu", HashEmbedder(), docs(2000), factory=factory, gpu=True)
+    queries = [f"T{i}\ndocument number {i}" for i in range(0, 2000, 97)]
+    params = {"nprobe": 16} if factory.startswith("IVF") else {}
+    expected, got = cpu.search(queries, k=5, **params), gpu.search(queries, k=5, **params)
+    assert [[h.id for h in row] for row in got] == [[h.id for h in row] for row in expected]
+    gpu.delete(["d0"])
+    gpu.save()  # written from a CPU copy
+    assert len(SemanticIndex.load(tmp_path / "gpu")) == 1999

@@ -47,7 +47,16 @@ def new_index(factory: str, dim: int) -> Any:
             f"FAISS cannot build factory string {factory!r} for inner-product search in {dim} dimensions ({reason}); "
             f"examples that work: {FACTORY_EXAMPLES}"
         ) from err
-    return index if ivf_of(index) is not None else faiss.IndexIDMap(index)
+    return index if _stores_ids(index) else faiss.IndexIDMap(index)
+
+
+def _stores_ids(index: Any) -> bool:
+    """Whether the index takes ``add_with_ids`` itself: IVF indexes, also behind transforms (OPQ, PCA …)."""
+    faiss = faiss_module()
+    index = faiss.downcast_index(index)
+    while isinstance(index, faiss.IndexPreTransform):
+        index = faiss.downcast_index(index.index)
+    return isinstance(index, faiss.IndexIVF)
 
 
 def ivf_of(index: Any) -> Any | None:
@@ -90,11 +99,14 @@ def add(index: Any, vectors: np.ndarray, ids: np.ndarray) -> None:
 
 
 def remove(index: Any, ids: np.ndarray) -> bool:
-    """Remove vectors by id; ``False`` when this index type cannot remove vectors in place (HNSW)."""
+    """Remove vectors by id; ``False`` when this index type cannot remove vectors in place (HNSW, refined)."""
     faiss = faiss_module()
     if hnsw_of(index) is not None:
         return False
-    index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64)))
+    try:
+        index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64)))
+    except RuntimeError:  # FAISS raises "not implemented" before changing anything
+        return False
     return True
 
 
@@ -146,18 +158,23 @@ def search(index: Any, queries: np.ndarray, k: int, exclude: np.ndarray | None =
         index: The index.
         queries: ``(n, dim)`` float32 query vectors.
         k: Results per query.
-        exclude: Ids to leave out (vectors of deleted documents that HNSW cannot remove); HNSW indexes only.
+        exclude: Ids to leave out: vectors of deleted documents that the index type cannot remove. HNSW skips them
+            while it searches; other types search ``k + len(exclude)`` deep and drop them after.
     """
     faiss = faiss_module()
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if exclude is None or len(exclude) == 0:
         return index.search(queries, k)
-    hnsw = hnsw_of(index)
-    if hnsw is None:
-        raise ValueError("excluded ids are only needed by HNSW indexes, which cannot remove vectors")
-    selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.ascontiguousarray(exclude, dtype=np.int64)))
-    params = faiss.SearchParametersHNSW(sel=selector, efSearch=hnsw.hnsw.efSearch)
-    return index.search(queries, k, params=params)
+    if (hnsw := hnsw_of(index)) is not None:
+        selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.ascontiguousarray(exclude, dtype=np.int64)))
+        return index.search(queries, k, params=faiss.SearchParametersHNSW(sel=selector, efSearch=hnsw.hnsw.efSearch))
+    scores, ids = index.search(queries, min(k + len(exclude), index.ntotal))
+    keep = ~np.isin(ids, exclude)
+    out_scores, out_ids = np.full((len(ids), k), -np.inf, dtype=np.float32), np.full((len(ids), k), -1, np.int64)
+    for row, mask in enumerate(keep):
+        found = min(k, int(mask.sum()))
+        out_scores[row, :found], out_ids[row, :found] = scores[row][mask][:found], ids[row][mask][:found]
+    return out_scores, out_ids
 
 
 def describe(index: Any) -> str:

@@ -61,7 +61,7 @@ def faiss_live_ids(index: SemanticIndex) -> set[int]:
     """The ids the FAISS index would return: every stored id minus the vectors of deleted documents."""
     vectors = index._vectors
     ivf = faiss_index.ivf_of(vectors)
-    if ivf is None:
+    if hasattr(vectors, "id_map"):
         ids = faiss_index.ids_of(vectors)
     else:
         invlists = ivf.invlists
@@ -128,7 +128,7 @@ def test_ivf_is_trained_on_a_uniform_sample_of_the_stream(tmp_path):
 # ---------------------------------------------------------------------- appends and deletes
 
 
-@pytest.mark.parametrize("factory", ["Flat", "HNSW32", "IVF8,Flat"])
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32", "IVF8,Flat", "OPQ4,IVF8,PQ4x4", "IVF8,PQ4x4,RFlat"])
 def test_faiss_and_sqlite_stay_consistent_through_append_and_delete(tmp_path, factory):
     model, path = HashEmbedder(), tmp_path / "idx"
     index = SemanticIndex.build(path, model, docs(300), factory=factory, chunk_size=64)
@@ -157,7 +157,8 @@ def test_faiss_and_sqlite_stay_consistent_through_append_and_delete(tmp_path, fa
         assert doc_id not in {h.id for h in hits[0]}, f"deleted {doc_id} is still found"
     top = reloaded.search(["T2\ndocument number 2"], k=1)[0][0]
     assert (top.id, top.title) == ("d2", "T2")
-    assert round(top.score, 5) == 1.0
+    if "PQ" not in factory or "RFlat" in factory:  # scores are exact unless PQ codes stand in for the vectors
+        assert round(top.score, 5) == 1.0
 
 
 def test_hnsw_deletions_are_compacted_once_they_pile_up(tmp_path):

@@ -560,7 +560,11 @@ class SemanticIndex:
         keep = ~np.isin(ids, self._tombstones)
         logger.info("compacting: rebuilding the index over %d vectors, dropping %d", keep.sum(), (~keep).sum())
         rebuilt = faiss_index.new_index(self.manifest.factory, self.manifest.dim)
-        faiss_index.add(rebuilt, vectors[keep], ids[keep])
+        vectors, ids = vectors[keep], ids[keep]
+        if not rebuilt.is_trained:
+            sample = np.random.default_rng(0).permutation(len(vectors))[: faiss_index.train_size(rebuilt)]
+            faiss_index.train(rebuilt, vectors[np.sort(sample)])
+        faiss_index.add(rebuilt, vectors, ids)
         self._vectors, self._tombstones = rebuilt, np.empty(0, dtype=np.int64)
 
     # ------------------------------------------------------------------ internals

@@ -161,8 +161,9 @@ def test_faiss_and_sqlite_stay_consistent_through_append_and_delete(tmp_path, fa
         assert round(top.score, 5) == 1.0
 
 
-def test_hnsw_deletions_are_compacted_once_they_pile_up(tmp_path):
-    index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(200), factory="HNSW32")
+@pytest.mark.parametrize("factory", ["HNSW32", "IVF4,PQ4x4,RFlat"])
+def test_unremovable_deletions_are_compacted_once_they_pile_up(tmp_path, factory):
+    index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(200), factory=factory)
     index.delete([f"d{i}" for i in range(30)])
     index.save()
     assert index.manifest.tombstones == 30 and index._vectors.ntotal == 200

@@ -246,16 +246,19 @@ class SemanticIndex:
         _remove_stale_siblings(path)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
-            with cls._create_at(tmp, model, factory) as index:
+            with cls._create_at(tmp, model, factory) as built:
                 if gpu:
-                    index.to_gpu()
-                index.add(documents, **add_kwargs)
-                index.save()
+                    built.to_gpu()
+                built.add(documents, **add_kwargs)
+                built.save()
             _swap_into_place(tmp, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        logger.info("built %s: %d documents", path, index.manifest.count)
-        return cls.load(path, model=model, gpu=gpu)
+        logger.info("built %s: %d documents", path, built.manifest.count)
+        # Reopen the store at its final place, keeping the vectors in memory rather than reading a second copy.
+        index = cls(path, built.manifest, built._vectors, DocumentStore(path / DOCUMENTS), model)
+        index._tombstones = built._tombstones
+        return index
 
     @classmethod
     def load(

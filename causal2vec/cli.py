@@ -164,7 +164,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     with index:
         if args.model is not None:
             index.model = _load_model(args.model, args)
-        results = index.search(queries, k=args.k, nprobe=args.nprobe, ef_search=args.ef_search)
+        params = {"nprobe": args.nprobe, "ef_search": args.ef_search, "k_factor": args.k_factor}
+        results = index.search(queries, k=args.k, **params)
     for query, hits in zip(queries, results, strict=True):
         if args.json:
             print(json.dumps({"query": query, "hits": [h.to_dict(snippet=args.snippet) for h in hits]}))
@@ -265,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--json", action="store_true", help="one JSON object per query: {query, hits: [{id, score, …}]}")
     srch.add_argument("--snippet", type=int, default=160, help="characters of text shown per hit (default: 160)")
     srch.add_argument("--nprobe", type=int, help="IVF lists to visit (IVF indexes), e.g. 32")
+    srch.add_argument("--k-factor", type=int, help="candidates per hit re-ranked exactly (',RFlat' indexes), e.g. 16")
     srch.add_argument("--ef-search", type=int, help="HNSW candidate list size (HNSW indexes), e.g. 128")
     _add_model_options(srch, "embed queries with this model instead of the one the index names")
     srch.set_defaults(handler=cmd_search)

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 INSTALL_CPU = "pip install 'causal2vec[search]'"
 INSTALL_GPU = "pip install 'causal2vec[search-gpu]'"
-FACTORY_EXAMPLES = "'Flat', 'HNSW32', 'IVF1024,Flat', 'IVF4096,PQ96'"
+FACTORY_EXAMPLES = "'Flat', 'HNSW32', 'IVF1024,Flat', 'IVF4096,PQ96,RFlat'"
 
 
 def faiss_module() -> Any:
@@ -47,7 +47,25 @@ def new_index(factory: str, dim: int) -> Any:
             f"FAISS cannot build factory string {factory!r} for inner-product search in {dim} dimensions ({reason}); "
             f"examples that work: {FACTORY_EXAMPLES}"
         ) from err
+    _tune_for_embeddings(index)
     return index if _stores_ids(index) else faiss.IndexIDMap(index)
+
+
+DEFAULT_K_FACTOR = 16  # a refined index re-ranks k * 16 candidates exactly; FAISS's default of 1 re-ranks only k
+
+
+def _tune_for_embeddings(index: Any) -> None:
+    """Turn off PQ's polysemous training (slow, and only for Hamming filtering, unused here); set the refine depth."""
+    faiss = faiss_module()
+    parts = [faiss.downcast_index(index)]
+    if (ivf := ivf_of(index)) is not None:
+        parts.append(faiss.downcast_index(ivf))
+    if hasattr(parts[0], "base_index"):  # IndexRefine: the base that proposes candidates
+        parts[0].k_factor = DEFAULT_K_FACTOR
+        parts.append(faiss.downcast_index(parts[0].base_index))
+    for part in parts:
+        if hasattr(part, "do_polysemous_training"):
+            part.do_polysemous_training = False
 
 
 def _stores_ids(index: Any) -> bool:
@@ -66,6 +84,13 @@ def ivf_of(index: Any) -> Any | None:
         return faiss.extract_index_ivf(index)
     except RuntimeError:
         return None
+
+
+def refine_of(index: Any) -> Any | None:
+    """The refining part of an index (``…,RFlat``, possibly behind an id map), or ``None``."""
+    faiss = faiss_module()
+    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else faiss.downcast_index(index)
+    return inner if hasattr(inner, "k_factor") and hasattr(inner, "base_index") else None
 
 
 def hnsw_of(index: Any) -> Any | None:
@@ -132,23 +157,29 @@ def vectors_of(index: Any) -> np.ndarray:
     return inner.reconstruct_n(0, inner.ntotal)
 
 
-def set_search_parameters(index: Any, nprobe: int | None, ef_search: int | None) -> None:
-    """Set IVF's ``nprobe`` and HNSW's ``efSearch`` on the index.
+def set_search_parameters(
+    index: Any, nprobe: int | None = None, ef_search: int | None = None, k_factor: int | None = None
+) -> None:
+    """Set IVF's ``nprobe``, HNSW's ``efSearch`` and a refined index's ``k_factor`` on the index (None: unchanged).
 
     Raises:
         ValueError: If a parameter is not a positive integer or does not apply to this index type.
     """
     faiss = faiss_module()
     space = faiss.GpuParameterSpace() if is_gpu(index) else faiss.ParameterSpace()
-    for name, value, applies in (("nprobe", nprobe, ivf_of(index)), ("efSearch", ef_search, hnsw_of(index))):
+    settings = (
+        ("nprobe", nprobe, ivf_of(index), "IVF indexes"),
+        ("efSearch", ef_search, hnsw_of(index), "HNSW indexes"),
+        ("k_factor", k_factor, refine_of(index), "refined indexes (factory ending in ',RFlat')"),
+    )
+    for name, value, applies, kinds in settings:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive integer")
         if applies is None:
-            kind = "IVF" if name == "nprobe" else "HNSW"
-            raise ValueError(f"{name} applies to {kind} indexes only; this index is {describe(index)}")
-        space.set_index_parameter(index, name, value)
+            raise ValueError(f"{name} applies to {kinds} only; this index is {describe(index)}")
+        space.set_index_parameter(index, "k_factor_rf" if name == "k_factor" else name, value)
 
 
 def search(index: Any, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -362,6 +362,7 @@ class SemanticIndex:
         instruction: str | None = None,
         nprobe: int | None = None,
         ef_search: int | None = None,
+        k_factor: int | None = None,
         batch_size: int = 32,
     ) -> list[Hit] | list[list[Hit]]:
         """Embed queries with the query instruction and return the ``k`` nearest documents of each.
@@ -372,6 +373,7 @@ class SemanticIndex:
             instruction: Use this instruction instead of the model's query instruction.
             nprobe: IVF lists to visit (IVF indexes); more is slower and more accurate.
             ef_search: HNSW candidate list size (HNSW indexes); more is slower and more accurate.
+            k_factor: Candidates per hit that a refined index (``…,RFlat``) re-ranks exactly (default 16).
             batch_size: Queries per forward pass.
 
         Raises:
@@ -390,18 +392,25 @@ class SemanticIndex:
             return []
         kwargs = {"instruction": instruction, "batch_size": batch_size, "show_progress_bar": False}
         vectors = self.model.encode_query(texts, **kwargs)
-        hits = self.search_vectors(np.atleast_2d(vectors), k, nprobe=nprobe, ef_search=ef_search)
+        params = {"nprobe": nprobe, "ef_search": ef_search, "k_factor": k_factor}
+        hits = self.search_vectors(np.atleast_2d(vectors), k, **params)
         return hits[0] if single else hits
 
     def search_vectors(
-        self, vectors: np.ndarray, k: int = 10, *, nprobe: int | None = None, ef_search: int | None = None
+        self,
+        vectors: np.ndarray,
+        k: int = 10,
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        k_factor: int | None = None,
     ) -> list[list[Hit]]:
-        """Search with query vectors ``(n, dim)`` that are already embedded (and L2-normalised)."""
+        """Search with query vectors ``(n, dim)`` that are already embedded (and L2-normalised); see :meth:`search`."""
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         _check_k(k)
         if vectors.shape[1] != self.manifest.dim:
             raise ValueError(f"query vectors have dimension {vectors.shape[1]}; the index holds {self.manifest.dim}")
-        faiss_index.set_search_parameters(self._vectors, nprobe, ef_search)
+        faiss_index.set_search_parameters(self._vectors, nprobe, ef_search, k_factor)
         if self._vectors.ntotal == 0:
             return [[] for _ in vectors]
         scores, vids = faiss_index.search(self._vectors, vectors, min(k, self._vectors.ntotal), self._tombstones)

@@ -98,7 +98,10 @@ def test_flat_returns_exactly_the_numpy_top_k(tmp_path, tiny_model, corpus):
         assert hits[0].text == corpus[expected[q][0]]
 
 
-@pytest.mark.parametrize(("factory", "params"), [("HNSW32", {"ef_search": 64}), ("IVF64,Flat", {"nprobe": 16})])
+@pytest.mark.parametrize(
+    ("factory", "params"),
+    [("HNSW32", {"ef_search": 64}), ("IVF64,Flat", {"nprobe": 16}), ("IVF64,PQ8,RFlat", {"nprobe": 16})],
+)
 def test_approximate_indexes_reach_recall_095(tmp_path, factory, params):
     base, queries = clustered(5000, 48, seed=0), clustered(200, 48, seed=1)
     index = SemanticIndex.create(tmp_path / "idx", HashEmbedder(48), factory=factory)
@@ -108,6 +111,13 @@ def test_approximate_indexes_reach_recall_095(tmp_path, factory, params):
     truth = exact_top_k(queries, base, 10)
     recall = np.mean([len({int(h.id) for h in row} & set(t.tolist())) / 10 for row, t in zip(hits, truth, strict=True)])
     assert recall >= 0.95, f"{factory} {params}: recall@10 = {recall:.3f}"
+
+
+def test_pq_skips_polysemous_training_and_refinement_goes_deep():
+    # Both indexes stay referenced: the parts FAISS hands out die with their index.
+    ivf_pq, refined = faiss_index.new_index("IVF8,PQ4", 16), faiss_index.new_index("IVF8,PQ4,RFlat", 16)
+    assert faiss.downcast_index(faiss_index.ivf_of(ivf_pq)).do_polysemous_training is False
+    assert faiss_index.refine_of(refined).k_factor == 16
 
 
 def test_ivf_is_trained_on_a_uniform_sample_of_the_stream(tmp_path):
@@ -362,6 +372,8 @@ def test_queries_and_k(tmp_path):
     assert len(index.search("x", k=50)) == 4, "k beyond the index returns every document"
     with pytest.raises(ValueError, match="nprobe applies to IVF indexes only"):
         index.search("x", nprobe=4)
+    with pytest.raises(ValueError, match=r"k_factor applies to refined indexes \(factory ending in ',RFlat'\) only"):
+        index.search("x", k_factor=4)
     assert SemanticIndex.build(tmp_path / "empty", HashEmbedder(), []).search("x") == []
 
 

@@ -96,12 +96,14 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(name: str, args: argparse.Namespace) -> Any:
+def _load_model(name: str, args: argparse.Namespace, auto: str = "auto") -> Any:
+    """Load ``name`` with the command's device, dtype (``auto``: this one) and token budget options."""
     from causal2vec import Causal2Vec
     from causal2vec.encoding import auto_dtype, default_device
 
     device = args.device or default_device()
-    model = Causal2Vec.from_pretrained(name, device=device, dtype=auto_dtype(args.dtype, device))
+    dtype = auto_dtype(auto if args.dtype == "auto" else args.dtype, device)
+    model = Causal2Vec.from_pretrained(name, device=device, dtype=dtype)
     if args.max_length is not None:
         model.config.llm_max_length = model.config.encoder_max_length = args.max_length
     return model
@@ -126,7 +128,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.append:
         index = SemanticIndex.load(args.index, device=args.device, dtype=None if args.dtype == "auto" else args.dtype)
         if args.model is not None:
-            index.model = _load_model(args.model, args)
+            index.model = _load_model(args.model, args, index.manifest.model_settings.get("dtype", "auto"))
         if args.gpu:
             index.to_gpu()
         with index:
@@ -163,7 +165,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     with index:
         if args.model is not None:
-            index.model = _load_model(args.model, args)
+            index.model = _load_model(args.model, args, index.manifest.model_settings.get("dtype", "auto"))
         params = {"nprobe": args.nprobe, "ef_search": args.ef_search, "k_factor": args.k_factor}
         results = index.search(queries, k=args.k, **params)
     for query, hits in zip(queries, results, strict=True):
@@ -203,11 +205,11 @@ def _read_queries(path: str) -> list[str]:
         return [line.strip() for line in f if line.strip()]
 
 
-def _add_model_options(parser: argparse.ArgumentParser, model_help: str) -> None:
+def _add_model_options(parser: argparse.ArgumentParser, model_help: str, auto_dtype_help: str) -> None:
     parser.add_argument("--model", help=model_help)
     parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available, else cpu)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="weight dtype; auto = bfloat16 on GPUs and bf16-capable CPUs, else float32")  # fmt: skip
+                        help=f"weight dtype; auto = {auto_dtype_help}")  # fmt: skip
     parser.add_argument("--max-length", type=int, help="token budget of both the encoder and the LLM, e.g. 256")
     parser.add_argument("--gpu", action="store_true", help="put the FAISS index on the GPU(s); needs faiss-gpu")
 
@@ -254,7 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="an id already in the index: fail, changing nothing (default), replace, or skip")  # fmt: skip
     idx.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: 32)")
     idx.add_argument("--chunk-size", type=int, default=2048, help="documents read and stored at a time (default: 2048)")
-    _add_model_options(idx, "checkpoint folder, hub id, or 'default' (default: default; with --append, the index's)")
+    _add_model_options(
+        idx,
+        "checkpoint folder, hub id, or 'default' (default: default; with --append, the index's)",
+        "bfloat16 on GPUs and bf16-capable CPUs, else float32 (with --append: the index's dtype)",
+    )
     idx.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     idx.set_defaults(handler=cmd_index)
 
@@ -268,7 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--nprobe", type=int, help="IVF lists to visit (IVF indexes), e.g. 32")
     srch.add_argument("--k-factor", type=int, help="candidates per hit re-ranked exactly (',RFlat' indexes), e.g. 16")
     srch.add_argument("--ef-search", type=int, help="HNSW candidate list size (HNSW indexes), e.g. 128")
-    _add_model_options(srch, "embed queries with this model instead of the one the index names")
+    _add_model_options(
+        srch,
+        "embed queries with this model instead of the one the index names",
+        "the dtype that embedded the index's documents",
+    )
     srch.set_defaults(handler=cmd_search)
 
     dele = sub.add_parser("delete", help="delete documents from an index by id", description=cmd_delete.__doc__)

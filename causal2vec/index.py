@@ -564,7 +564,10 @@ class SemanticIndex:
         self._release()
 
     def compact(self) -> None:
-        """Rebuild an HNSW index without the vectors of deleted documents (also done by :meth:`save` when needed)."""
+        """Rebuild an index that cannot remove vectors (HNSW, refined) without those of deleted documents.
+
+        :meth:`save` does it when they pass 20% of the index.
+        """
         if self._tombstones.size == 0:
             return
         self._begin_write()
@@ -606,6 +609,8 @@ class SemanticIndex:
                 bar.update(len(chunk))
             if spill is not None:
                 spill.train_and_add(self._vectors, self.store, self.manifest.factory)
+                if self._tombstones.size:  # replaced documents that never left the spill have no vector to skip
+                    self._tombstones = np.intersect1d(self._tombstones, faiss_index.ids_of(self._vectors))
         finally:
             if spill is not None:
                 spill.close()

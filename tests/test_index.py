@@ -183,6 +183,15 @@ def test_unremovable_deletions_are_compacted_once_they_pile_up(tmp_path, factory
     assert_consistent(SemanticIndex.load(tmp_path / "idx"), {f"d{i}" for i in range(50, 200)})
 
 
+@pytest.mark.parametrize("factory", ["IVF4,Flat", "IVF4,PQ4x4,RFlat"])
+def test_replacing_while_training_on_the_first_add(tmp_path, factory):
+    repeated = [*docs(300), *[{"id": f"d{i}", "text": f"second version {i}"} for i in range(0, 300, 7)]]
+    options = {"factory": factory, "on_duplicate": "replace", "chunk_size": 64}
+    index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), repeated, **options)
+    assert_consistent(index, {f"d{i}" for i in range(300)})
+    assert index.get(["d7"])[0].text == "second version 7"
+
+
 def test_save_a_copy(tmp_path):
     index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(20), factory="HNSW32")
     index.delete(["d3"])

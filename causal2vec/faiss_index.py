@@ -86,17 +86,21 @@ def ivf_of(index: Any) -> Any | None:
         return None
 
 
+def _unwrapped(index: Any) -> Any:
+    """The index behind an id map (or the index itself), as its FAISS class."""
+    faiss = faiss_module()
+    return faiss.downcast_index(index.index if hasattr(index, "id_map") else index)
+
+
 def refine_of(index: Any) -> Any | None:
     """The refining part of an index (``…,RFlat``, possibly behind an id map), or ``None``."""
-    faiss = faiss_module()
-    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else faiss.downcast_index(index)
+    inner = _unwrapped(index)
     return inner if hasattr(inner, "k_factor") and hasattr(inner, "base_index") else None
 
 
 def hnsw_of(index: Any) -> Any | None:
     """The HNSW part of an index (possibly behind an id map), or ``None``."""
-    faiss = faiss_module()
-    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else faiss.downcast_index(index)
+    inner = _unwrapped(index)
     return inner if hasattr(inner, "hnsw") else None
 
 
@@ -152,8 +156,7 @@ def ids_of(index: Any) -> np.ndarray:
 
 def vectors_of(index: Any) -> np.ndarray:
     """All vectors of an id-mapped index, in the order of :func:`ids_of` (exact for flat storage)."""
-    faiss = faiss_module()
-    inner = faiss.downcast_index(index.index)
+    inner = _unwrapped(index)
     return inner.reconstruct_n(0, inner.ntotal)
 
 
@@ -210,9 +213,7 @@ def search(index: Any, queries: np.ndarray, k: int, exclude: np.ndarray | None =
 
 def describe(index: Any) -> str:
     """A short name of the index type, e.g. ``IndexHNSWFlat``."""
-    faiss = faiss_module()
-    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
-    return type(faiss.downcast_index(inner)).__name__
+    return type(_unwrapped(index)).__name__
 
 
 def write(index: Any, path: Path) -> None:

@@ -169,18 +169,22 @@ def set_search_parameters(
         ValueError: If a parameter is not a positive integer or does not apply to this index type.
     """
     faiss = faiss_module()
+    requested = {"nprobe": nprobe, "efSearch": ef_search, "k_factor": k_factor}
+    if all(value is None for value in requested.values()):
+        return  # the common case on every search: nothing to inspect or set
     space = faiss.GpuParameterSpace() if is_gpu(index) else faiss.ParameterSpace()
-    settings = (
-        ("nprobe", nprobe, ivf_of(index), "IVF indexes"),
-        ("efSearch", ef_search, hnsw_of(index), "HNSW indexes"),
-        ("k_factor", k_factor, refine_of(index), "refined indexes (factory ending in ',RFlat')"),
-    )
-    for name, value, applies, kinds in settings:
+    finders = {
+        "nprobe": (ivf_of, "IVF indexes"),
+        "efSearch": (hnsw_of, "HNSW indexes"),
+        "k_factor": (refine_of, "refined indexes (factory ending in ',RFlat')"),
+    }
+    for name, value in requested.items():
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive integer")
-        if applies is None:
+        find, kinds = finders[name]
+        if find(index) is None:
             raise ValueError(f"{name} applies to {kinds} only; this index is {describe(index)}")
         space.set_index_parameter(index, "k_factor_rf" if name == "k_factor" else name, value)
 

@@ -36,8 +36,8 @@ CREATE INDEX IF NOT EXISTS documents_added ON documents(added);
 CREATE INDEX IF NOT EXISTS documents_deleted ON documents(deleted) WHERE deleted IS NOT NULL;
 """
 
-# Rows a reader at generation :g sees.
-VISIBLE = "added <= :g AND (deleted IS NULL OR deleted > :g)"
+# Rows a reader at generation g sees; bind g twice.
+VISIBLE = "added <= ? AND (deleted IS NULL OR deleted > ?)"
 _MAX_VARIABLES = 900  # stay under SQLite's limit on bound parameters per statement
 
 
@@ -78,11 +78,11 @@ class DocumentStore:
 
     def count(self, g: int) -> int:
         """Number of documents visible at generation ``g``."""
-        return self.db.execute(f"SELECT COUNT(*) FROM documents WHERE {VISIBLE}", {"g": g}).fetchone()[0]
+        return self.db.execute(f"SELECT COUNT(*) FROM documents WHERE {VISIBLE}", (g, g)).fetchone()[0]
 
     def vids(self, g: int) -> np.ndarray:
         """The FAISS ids of the documents visible at generation ``g``, sorted."""
-        rows = self.db.execute(f"SELECT vid FROM documents WHERE {VISIBLE} ORDER BY vid", {"g": g})
+        rows = self.db.execute(f"SELECT vid FROM documents WHERE {VISIBLE} ORDER BY vid", (g, g))
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
     def by_vid(self, vids: Iterable[int], g: int) -> dict[int, StoredDocument]:
@@ -90,7 +90,7 @@ class DocumentStore:
         found: dict[int, StoredDocument] = {}
         for part in _parts(sorted({int(v) for v in vids})):
             marks = ",".join("?" * len(part))
-            sql = f"SELECT vid, id, title, text, metadata FROM documents WHERE vid IN ({marks}) AND {_visible_q()}"
+            sql = f"SELECT vid, id, title, text, metadata FROM documents WHERE vid IN ({marks}) AND {VISIBLE}"
             for row in self.db.execute(sql, [*part, g, g]):
                 found[row[0]] = _stored(row)
         return found
@@ -100,7 +100,7 @@ class DocumentStore:
         found: dict[str, StoredDocument] = {}
         for part in _parts(list(dict.fromkeys(ids))):
             marks = ",".join("?" * len(part))
-            sql = f"SELECT vid, id, title, text, metadata FROM documents WHERE id IN ({marks}) AND {_visible_q()}"
+            sql = f"SELECT vid, id, title, text, metadata FROM documents WHERE id IN ({marks}) AND {VISIBLE}"
             for row in self.db.execute(sql, [*part, g, g]):
                 found[row[1]] = _stored(row)
         return found
@@ -196,10 +196,6 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
-
-
-def _visible_q() -> str:
-    return "added <= ? AND (deleted IS NULL OR deleted > ?)"
 
 
 def _parts(values: list[Any]) -> Iterable[list[Any]]:

@@ -155,7 +155,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     queries = list(args.query)
     if args.queries:
-        queries += _read_queries(args.queries)
+        queries += _nonblank_lines(args.queries)
     if not queries:
         raise ValueError("no query: give one as an argument or a file with --queries")
     if empty := [i for i, q in enumerate(queries, start=1) if not q.strip()]:
@@ -187,7 +187,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
     ids = list(args.ids)
     if args.ids_file:
-        ids += _read_queries(args.ids_file)
+        ids += _nonblank_lines(args.ids_file)
     if not ids:
         raise ValueError("no ids to delete: give them as arguments or in a file with --ids-file")
     with SemanticIndex.load(args.index) as index:
@@ -197,7 +197,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_queries(path: str) -> list[str]:
+def _nonblank_lines(path: str) -> list[str]:
     """Non-blank lines of a file (or stdin for ``-``)."""
     if path == "-":
         return [line.strip() for line in sys.stdin if line.strip()]

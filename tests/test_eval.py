@@ -1,0 +1,332 @@
+"""``python -m eval``: the mteb wrapper, the offline BBC tasks, user JSONL tasks, --compare, and bad input.
+
+Scores are checked against nDCG@10 and cosine rankings computed here with numpy from the model's own embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import get_args
+
+import mteb
+import numpy as np
+import pytest
+from mteb.abstasks.task_metadata import TaskType
+from mteb.mocks.mock_tasks.classification import MockClassificationTask
+from mteb.mocks.mock_tasks.retrieval import MockRetrievalTask
+from mteb.mocks.mock_tasks.sts import MockSTSTask
+from mteb.results import TaskResult
+from mteb.types import PromptType
+
+from causal2vec import Causal2Vec
+from causal2vec.bbc import bbc_news_split
+from eval.cli import main
+from eval.models import Causal2VecEncoder, ModelSource, load_encoder, load_instructions, resolve_model
+from eval.tasks import LOCAL_TASKS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class RecordingEncoder(Causal2VecEncoder):
+    """The real wrapper, noting each call's task, prompt type, instruction and texts."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[str, PromptType | None, str | None, list[str]]] = []
+
+    def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs):
+        batches = list(inputs)
+        texts = [t for b in batches for t in (b["text"] if "body" not in b else b["body"])]
+        self.calls.append((task_metadata.name, prompt_type, self.instruction_for(task_metadata, prompt_type), texts))
+        return super().encode(
+            batches, task_metadata=task_metadata, hf_split=hf_split, hf_subset=hf_subset, prompt_type=prompt_type,
+            **kwargs,
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tiny_checkpoint) -> RecordingEncoder:
+    source = resolve_model(str(tiny_checkpoint))
+    wrapped = load_encoder(source, instructions=load_instructions(), device="cpu", dtype="float32")
+    return RecordingEncoder(wrapped.model, wrapped.mteb_model_meta, wrapped.instructions)
+
+
+def _ndcg_at_10(query_emb: np.ndarray, doc_emb: np.ndarray, relevant: list[int]) -> float:
+    """Mean nDCG@10 with one relevant document per query, by brute-force cosine ranking."""
+    scores = query_emb @ doc_emb.T
+    gains = []
+    for i, target in enumerate(relevant):
+        rank = int((scores[i] > scores[i, target]).sum()) + 1
+        gains.append(1 / np.log2(rank + 1) if rank <= 10 else 0.0)
+    return float(np.mean(gains))
+
+
+def test_wrapper_passes_mteb_mock_retrieval_sts_and_classification(tiny_encoder, tiny_model):
+    tiny_encoder.calls.clear()
+    tasks = [MockRetrievalTask(), MockSTSTask(), MockClassificationTask()]
+    result = mteb.evaluate(tiny_encoder, tasks, cache=None, co2_tracker=False, show_progress_bar=False)
+    assert not result.exceptions
+    scores = {r.task_name: r for r in result.task_results}
+    assert set(scores) == {"MockRetrievalTask", "MockSTSTask", "MockClassificationTask"}
+
+    # Retrieval: queries carry the instruction, documents none, and the score is the brute-force one.
+    calls = {(name, kind): (instr, texts) for name, kind, instr, texts in tiny_encoder.calls}
+    query_instr, queries = calls["MockRetrievalTask", PromptType.query]
+    doc_instr, _ = calls["MockRetrievalTask", PromptType.document]
+    assert query_instr == load_instructions()["Retrieval"] and doc_instr is None
+    task = MockRetrievalTask()
+    task.load_data()
+    split = task.dataset["default"]["test"]
+    q = tiny_model.encode(list(split["queries"]["text"]), instruction=query_instr)
+    docs = [f"{d['title']}\n{d['text']}" for d in split["corpus"]]
+    d = tiny_model.encode(docs)
+    best = {qid: max(rel, key=rel.get) for qid, rel in split["relevant_docs"].items()}
+    doc_ids = list(split["corpus"]["id"])
+    relevant = [doc_ids.index(best[qid]) for qid in split["queries"]["id"]]
+    assert scores["MockRetrievalTask"].get_score() == pytest.approx(_ndcg_at_10(q, d, relevant), abs=1e-4)
+    assert queries == list(split["queries"]["text"])
+
+    # STS: both sides are encoded with the STS instruction; the score is the Spearman of cosines (2 pairs: ±1).
+    sts_calls = [c for c in tiny_encoder.calls if c[0] == "MockSTSTask"]
+    assert {c[1] for c in sts_calls} == {None} and {c[2] for c in sts_calls} == {load_instructions()["STS"]}
+    assert scores["MockSTSTask"].get_score() in (pytest.approx(1.0), pytest.approx(-1.0))
+    assert 0.0 <= scores["MockClassificationTask"].get_score() <= 1.0
+
+
+def test_instruction_precedence_task_name_then_task_prompt_then_task_type(tiny_encoder):
+    instructions = tiny_encoder.instructions
+    sci_fact = mteb.get_task("SciFact").metadata
+    assert tiny_encoder.instruction_for(sci_fact, PromptType.query) == instructions["SciFact"]
+    assert tiny_encoder.instruction_for(sci_fact, PromptType.document) is None
+    unlisted = mteb.get_task("LegalBenchConsumerContractsQA").metadata
+    assert unlisted.name not in instructions
+    expected = unlisted.prompt["query"] if isinstance(unlisted.prompt, dict) else unlisted.prompt
+    expected = expected or instructions["Retrieval"]
+    assert tiny_encoder.instruction_for(unlisted, PromptType.query) == expected
+    no_prompt = MockClassificationTask().metadata
+    assert no_prompt.prompt is None
+    assert tiny_encoder.instruction_for(no_prompt, None) == instructions["Classification"]
+
+
+def test_shipped_instructions_name_real_tasks_or_task_types():
+    instructions = load_instructions()
+    task_types = set(get_args(TaskType))
+    for key in instructions:
+        if key in LOCAL_TASKS or key in task_types:
+            continue
+        assert mteb.get_task(key).metadata.name == key  # raises KeyError for a misspelt task
+
+
+def _bbc_reference(checkpoint: Path) -> float:
+    model = Causal2Vec.from_pretrained(checkpoint)
+    test = bbc_news_split("test")
+    q = model.encode([a.title for a in test], instruction=load_instructions()["BBCNewsRetrieval"])
+    d = model.encode([a.body for a in test])
+    return _ndcg_at_10(q, d, list(range(len(test))))
+
+
+def _table(path: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """Parse a Markdown table: the header cells and each row's cells by its first cell."""
+    lines = path.read_text().strip().splitlines()
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    assert all(set(c) <= set("-:") for c in cells[1]), "second line must be the separator row"
+    assert len({len(row) for row in cells}) == 1, "every row has as many cells as the header"
+    return cells[0], {row[0]: row[1:] for row in cells[2:]}
+
+
+def test_local_bbc_tasks_end_to_end(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = ["--model", str(tiny_checkpoint), "--benchmark", "BBCNews", "--output", str(out), "--dtype", "float32"]
+    assert main(args) == 0
+    results = {}
+    for name in LOCAL_TASKS:
+        (path,) = out.glob(f"results/local__tiny/*/*/*/{name}.json")
+        results[name] = TaskResult.from_disk(path)
+    assert results["BBCNewsRetrieval"].get_score() == pytest.approx(_bbc_reference(tiny_checkpoint), abs=1e-4)
+    assert 0.0 <= results["BBCNewsClustering"].get_score() <= 1.0
+    assert 0.2 <= results["BBCNewsClassification"].get_score() <= 1.0
+    loaded = mteb.ResultCache(cache_path=out).load_results(
+        tasks=list(LOCAL_TASKS), include_remote=False, load_experiments="match_name"
+    )
+    assert [(m.model_name, len(m.task_results)) for m in loaded.model_results] == [("local/tiny", 3)]
+    header, rows = _table(out / "summary.md")
+    assert header == ["Task", "Type", "Metric", str(tiny_checkpoint)]
+    for name, result in results.items():
+        assert float(rows[name][-1]) == pytest.approx(100 * result.get_score(), abs=0.005)
+    assert "| BBCNewsRetrieval |" in capsys.readouterr().out
+
+
+def test_results_are_reused_for_the_same_weights_unless_overwrite(tiny_checkpoint, tmp_path):
+    out = tmp_path / "eval"
+    args = ["--model", str(tiny_checkpoint), "--tasks", "BBCNewsRetrieval", "--output", str(out), "--dtype", "float32"]
+    assert main(args) == 0
+    (path,) = out.glob("results/*/*/*/*/BBCNewsRetrieval.json")
+    record = json.loads(path.read_text())
+    true_score = record["scores"]["test"][0]["main_score"]
+    record["scores"]["test"][0]["main_score"] = 0.12345
+    path.write_text(json.dumps(record))
+    assert main(args) == 0
+
+    def summary_score() -> float:
+        return json.loads((out / "summary.json").read_text())["scores"]["BBCNewsRetrieval"][str(tiny_checkpoint)]
+
+    assert summary_score() == 0.12345
+    assert main([*args, "--overwrite"]) == 0
+    assert summary_score() == pytest.approx(true_score)
+
+
+def test_revision_is_a_fingerprint_of_the_weights(tiny_checkpoint, tmp_path):
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny_checkpoint, copy)
+    assert (
+        ModelSource("a", "causal2vec", str(copy), "local/tiny").fingerprint()
+        == resolve_model(str(tiny_checkpoint)).fingerprint()
+    )
+    with open(copy / "projector.safetensors", "r+b") as f:
+        f.seek(-4, os.SEEK_END)
+        f.write(b"\x00\x00\x80\x3f")
+    assert resolve_model(str(copy)).fingerprint() != resolve_model(str(tiny_checkpoint)).fingerprint()
+
+
+def _write_task(folder: Path, n: int = 40, **task_json: str) -> list:
+    articles = bbc_news_split("validation")[:n]
+    folder.mkdir()
+    with open(folder / "corpus.jsonl", "w") as f:
+        for a in articles:
+            f.write(json.dumps({"_id": f"d-{a.id}", "title": "", "text": a.body}) + "\n")
+    with open(folder / "queries.jsonl", "w") as f:
+        for a in articles:
+            f.write(json.dumps({"_id": f"q-{a.id}", "text": a.title}) + "\n")
+        f.write(json.dumps({"_id": "q-unjudged", "text": "a query without qrels"}) + "\n")
+    (folder / "qrels").mkdir()
+    rows = "".join(f"q-{a.id}\td-{a.id}\t1\n" for a in articles)
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
+    if task_json:
+        (folder / "task.json").write_text(json.dumps(task_json))
+    return articles
+
+
+def test_user_jsonl_retrieval_task_without_code(tiny_checkpoint, tmp_path):
+    instruction = "Given a headline, find its article"
+    articles = _write_task(tmp_path / "headlines", name="MyHeadlines", instruction=instruction)
+    out = tmp_path / "eval"
+    args = ["--model", str(tiny_checkpoint), "--tasks", str(tmp_path / "headlines"), "--output", str(out)]
+    assert main([*args, "--dtype", "float32"]) == 0
+    (path,) = out.glob("results/*/*/*/*/MyHeadlines.json")
+    model = Causal2Vec.from_pretrained(tiny_checkpoint)
+    q = model.encode([a.title for a in articles], instruction=instruction)
+    d = model.encode([a.body for a in articles])
+    expected = _ndcg_at_10(q, d, list(range(len(articles))))
+    assert TaskResult.from_disk(path).get_score() == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: (f / "qrels" / "test.tsv").unlink(), r"missing qrels\.tsv \(or qrels/test\.tsv, qrels\.jsonl\)"),
+        (lambda f: (f / "corpus.jsonl").unlink(), r"is not a retrieval task folder: missing corpus\.jsonl"),
+        (
+            lambda f: (f / "qrels" / "test.tsv").write_text("q-x\td-nope\t1\n"),
+            r"names ids that are not in queries\.jsonl / corpus\.jsonl: queries \['q-x'\], documents \['d-nope'\]",
+        ),
+        (lambda f: (f / "qrels" / "test.tsv").write_text("a\tb\tc\nq\td\thigh\n"), r"test\.tsv:2: score 'high'"),
+        (lambda f: (f / "task.json").write_text('{"nmae": "x"}'), r"unknown keys \['nmae'\]"),
+    ],
+)
+def test_user_task_errors_name_the_file_and_problem(tiny_checkpoint, tmp_path, capsys, change, message):
+    _write_task(tmp_path / "t", n=3)
+    change(tmp_path / "t")
+    args = ["--model", str(tiny_checkpoint), "--tasks", str(tmp_path / "t"), "--output", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_compare_writes_one_table_for_causal2vec_and_sentence_transformers(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    models = f"{tiny_checkpoint},all-MiniLM-L6-v2"
+    assert main(["--compare", models, "--tasks", "BBCNewsRetrieval", "--output", str(out)]) == 0
+    header, rows = _table(out / "summary.md")
+    assert header == ["Task", "Type", "Metric", str(tiny_checkpoint), "all-MiniLM-L6-v2"]
+    assert set(rows) == {"BBCNewsRetrieval", "Average (1 tasks)"}
+    (tiny_path,) = out.glob("results/local__tiny/*/*/*/BBCNewsRetrieval.json")
+    (minilm_path,) = out.glob("results/sentence-transformers__all-MiniLM-L6-v2/*/BBCNewsRetrieval.json")
+    expected = [100 * TaskResult.from_disk(p).get_score() for p in (tiny_path, minilm_path)]
+    assert [float(c) for c in rows["BBCNewsRetrieval"][2:]] == pytest.approx(expected, abs=0.005)
+    assert [float(c) for c in rows["Average (1 tasks)"][2:]] == pytest.approx(expected, abs=0.005)
+    assert expected[1] > 80, "all-MiniLM-L6-v2 finds most BBC articles from their headlines"
+
+
+def test_unknown_task_and_benchmark_list_close_matches(tmp_path, capsys):
+    assert main(["--model", "default", "--tasks", "BBCNewsRetrival", "--output", str(tmp_path)]) == 2
+    assert "unknown task 'BBCNewsRetrival'" in (err := capsys.readouterr().err) and "'BBCNewsRetrieval'" in err
+    assert main(["--model", "default", "--tasks", "sts12", "--output", str(tmp_path)]) == 2
+    assert "did you mean 'STS12'" in capsys.readouterr().err
+    assert main(["--model", "default", "--benchmark", "BBCNew", "--output", str(tmp_path)]) == 2
+    assert "unknown benchmark 'BBCNew'; did you mean 'BBCNews'" in capsys.readouterr().err
+
+
+def test_a_folder_that_is_not_a_checkpoint_is_rejected(tmp_path, capsys):
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    assert main(["--model", str(tmp_path / "hf"), "--tasks", "BBCNewsRetrieval", "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a checkpoint: it has no causal2vec_config.json" in err and "plain Hugging Face model" in err
+    assert not (tmp_path / "summary.md").exists()
+
+
+def test_onnx_backend_without_an_export_is_a_clear_error(tiny_checkpoint, tmp_path, capsys):
+    args = ["--model", str(tiny_checkpoint), "--tasks", "BBCNewsRetrieval", "--output", str(tmp_path), "--backend"]
+    assert main([*args, "onnx"]) == 2
+    assert "--backend onnx needs an ONNX export" in capsys.readouterr().err
+
+
+def test_a_task_that_needs_the_network_is_reported_and_the_others_run(tiny_checkpoint, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
+    out = tmp_path / "eval"
+    command = [sys.executable, "-m", "eval", "--model", str(tiny_checkpoint), "--output", str(out)]
+    proc = subprocess.run(
+        [*command, "--tasks", "STS12,BBCNewsRetrieval", "--dtype", "float32"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "task STS12 needs the network: its dataset mteb/sts12-sts is not cached here" in proc.stderr
+    _, rows = _table(out / "summary.md")
+    assert rows["STS12"][-1] == "needs network"
+    assert float(rows["BBCNewsRetrieval"][-1]) > 0
+
+
+def test_mteb_benchmarks_and_tasks_resolve_without_loading_data():
+    from eval.tasks import resolve_benchmark, resolve_tasks
+
+    tasks = resolve_benchmark("MTEB(eng, v1)")
+    assert len(tasks) == 56 and "STS12" in {t.metadata.name for t in tasks}
+    names = ["SciFact", "BBCNewsClustering"]
+    assert [t.metadata.name for t in resolve_tasks(names)] == names
+    assert not any(t.data_loaded for t in tasks)
+
+
+def test_qrels_read_from_tsv_with_or_without_header_and_from_jsonl(tmp_path):
+    from eval.tasks import read_qrels
+
+    expected = {"q1": {"d1": 1, "d2": 0}, "q2": {"d3": 2}}
+    (tmp_path / "bare.tsv").write_text("q1\td1\t1\nq1\td2\t0\nq2\td3\t2\n")
+    (tmp_path / "headed.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t0\nq2\td3\t2\n")
+    (tmp_path / "q.jsonl").write_text(
+        '{"query-id": "q1", "corpus-id": "d1", "score": 1}\n{"query_id": "q1", "corpus_id": "d2", "score": 0}\n\n'
+        '{"query-id": "q2", "corpus-id": "d3", "score": 2}\n'
+    )
+    for name in ("bare.tsv", "headed.tsv", "q.jsonl"):
+        assert read_qrels(tmp_path / name) == expected, name
+    (tmp_path / "bad.jsonl").write_text('{"query-id": "q1", "score": 1}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:1: a qrels record needs 'query-id', 'corpus-id' and 'score'"):
+        read_qrels(tmp_path / "bad.jsonl")
+    (tmp_path / "wide.tsv").write_text("q1\td1\t1\textra\n")
+    with pytest.raises(ValueError, match=r"wide\.tsv:1: 4 columns"):
+        read_qrels(tmp_path / "wide.tsv")

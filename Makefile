@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench eval clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ lint: venv
 
 bench: venv
 	$(PY) bench/encode.py
+
+# The README's quality table: the default and all-MiniLM-L6-v2 on the offline BBC News tasks.
+eval: venv
+	$(PY) -m eval --compare default,all-MiniLM-L6-v2 --benchmark BBCNews --output runs/bbc-news
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -3,21 +3,65 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
+    from causal2vec.config import Causal2VecConfig
     from causal2vec.model import Causal2Vec
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+Texts = str | list[str] | tuple[str, ...]
+
+
+class QueryDocumentMethods:
+    """``encode_query``, ``encode_document`` and ``similarity`` for any class with ``config`` and ``encode``.
+
+    Shared by the torch model and the ONNX Runtime backend, so both apply instructions the same way.
+    """
+
+    config: Causal2VecConfig
+
+    def encode(self, texts: Texts, *, instruction: str | None = None, **kwargs: Any) -> np.ndarray | torch.Tensor:
+        """Embed texts; see ``Causal2Vec.encode``."""
+        raise NotImplementedError
+
+    def encode_query(self, texts: Texts, *, instruction: str | None = None, **kwargs: Any) -> np.ndarray | torch.Tensor:
+        """Embed queries with an instruction: ``instruction``, else ``config.query_instruction``.
+
+        Takes the same keyword arguments as :meth:`encode`.
+        """
+        instruction = self.config.query_instruction if instruction is None else instruction
+        return self.encode(texts, instruction=instruction, **kwargs)
+
+    def encode_document(self, texts: Texts, **kwargs: Any) -> np.ndarray | torch.Tensor:
+        """Embed documents, without an instruction. Takes the same keyword arguments as :meth:`encode`."""
+        return self.encode(texts, instruction=None, **kwargs)
+
+    def similarity(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Cosine similarity matrix ``(len(a), len(b))`` between two sets of embeddings."""
+        a, b = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
+        a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+        return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
+
+
+def normalize_embeddings(embeddings: torch.Tensor, config: Causal2VecConfig) -> torch.Tensor:
+    """L2-normalise embeddings as ``config.normalization`` says (whole vector, or each half)."""
+    if config.normalization == "per_half" and config.output_pooling == "contextual_eos":
+        h_c, h_eos = embeddings.chunk(2, dim=-1)
+        return torch.cat([F.normalize(h_c, dim=-1), F.normalize(h_eos, dim=-1)], dim=-1) / math.sqrt(2.0)
+    return F.normalize(embeddings, dim=-1)
 
 
 def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -25,13 +23,18 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from causal2vec.config import Causal2VecConfig
-from causal2vec.encoding import encode_texts, quiet_weight_loading, resolve_dtype
+from causal2vec.encoding import (
+    QueryDocumentMethods,
+    Texts,
+    encode_texts,
+    normalize_embeddings,
+    quiet_weight_loading,
+    resolve_dtype,
+)
 from causal2vec.layout import InputBuilder
 from causal2vec.projector import CALIBRATION_TEXTS, Projector
 
 logger = logging.getLogger(__name__)
-
-Texts = str | list[str] | tuple[str, ...]
 
 
 def _check_llm(llm: PreTrainedModel) -> PreTrainedModel:
@@ -46,7 +49,7 @@ def _check_llm(llm: PreTrainedModel) -> PreTrainedModel:
     return llm.base_model
 
 
-class Causal2Vec(nn.Module):
+class Causal2Vec(nn.Module, QueryDocumentMethods):
     """A decoder-only LLM turned into a text embedding model with a Contextual token.
 
     Build one with :meth:`from_pretrained` (a checkpoint, a hub id, or ``"default"``) or :meth:`from_components`
@@ -260,10 +263,7 @@ class Causal2Vec(nn.Module):
 
     def normalize(self, embeddings: torch.Tensor) -> torch.Tensor:
         """L2-normalise embeddings as ``config.normalization`` says (whole vector, or each half)."""
-        if self.config.normalization == "per_half" and self.config.output_pooling == "contextual_eos":
-            h_c, h_eos = embeddings.chunk(2, dim=-1)
-            return torch.cat([F.normalize(h_c, dim=-1), F.normalize(h_eos, dim=-1)], dim=-1) / math.sqrt(2.0)
-        return F.normalize(embeddings, dim=-1)
+        return normalize_embeddings(embeddings, self.config)
 
     def tokenize(self, texts: list[str], prompt: str = "") -> dict[str, torch.Tensor]:
         """Tokenise texts into the inputs of :meth:`forward`; ``prompt`` is the formatted instruction prefix."""
@@ -317,24 +317,6 @@ class Causal2Vec(nn.Module):
         prompt = self.config.format_instruction(instruction)
         normalize = self.config.normalize if normalize is None else normalize
         return encode_texts(self, texts, prompt, batch_size, normalize, convert_to_tensor, show_progress_bar)
-
-    def encode_query(self, texts: Texts, *, instruction: str | None = None, **kwargs: Any) -> np.ndarray | torch.Tensor:
-        """Embed queries with an instruction: ``instruction``, else ``config.query_instruction``.
-
-        Takes the same keyword arguments as :meth:`encode`.
-        """
-        instruction = self.config.query_instruction if instruction is None else instruction
-        return self.encode(texts, instruction=instruction, **kwargs)
-
-    def encode_document(self, texts: Texts, **kwargs: Any) -> np.ndarray | torch.Tensor:
-        """Embed documents, without an instruction. Takes the same keyword arguments as :meth:`encode`."""
-        return self.encode(texts, instruction=None, **kwargs)
-
-    def similarity(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Cosine similarity matrix ``(len(a), len(b))`` between two sets of embeddings."""
-        a, b = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
-        a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
-        return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
 
 
 def _load_component(

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 if TYPE_CHECKING:
     from causal2vec.config import Causal2VecConfig
     from causal2vec.model import Causal2Vec
+    from causal2vec.onnx_backend import OnnxCausal2Vec
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def show_progress(requested: bool | None) -> bool:
 
 @torch.inference_mode()
 def encode_texts(
-    model: Causal2Vec,
+    model: Causal2Vec | OnnxCausal2Vec,
     texts: object,
     prompt: str,
     batch_size: int,
@@ -121,7 +122,7 @@ def encode_texts(
     convert_to_tensor: bool,
     show_progress_bar: bool | None,
 ) -> np.ndarray | torch.Tensor:
-    """Embed ``texts`` with ``model`` in length-sorted batches; see ``Causal2Vec.encode`` for the arguments."""
+    """Embed ``texts`` with ``model`` (torch or ONNX Runtime) in length-sorted batches; see ``Causal2Vec.encode``."""
     texts, single = check_texts(texts)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
@@ -153,7 +154,7 @@ def encode_texts(
 
 
 def _tokenize(
-    model: Causal2Vec, batches: list[list[str]], prompt: str, prefetch: bool
+    model: Causal2Vec | OnnxCausal2Vec, batches: list[list[str]], prompt: str, prefetch: bool
 ) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
     """Tokenise batch after batch, ahead of the model when ``prefetch`` is set.
 
@@ -206,8 +207,11 @@ def auto_dtype(dtype: str, device: str | torch.device) -> str:
 
 
 @contextmanager
-def quiet_weight_loading() -> Iterator[None]:
-    """Hide transformers' per-load "Loading weights" bars unless causal2vec logs at INFO (as its own bars do)."""
+def quiet_transformers_bars() -> Iterator[None]:
+    """Hide transformers' per-call "Loading weights" / "Writing model shards" bars unless causal2vec logs at INFO.
+
+    causal2vec's own bars follow the same rule.
+    """
     from transformers.utils import logging as hf_logging
 
     if show_progress(None) or not hf_logging.is_progress_bar_enabled():

@@ -28,7 +28,7 @@ from causal2vec.encoding import (
     Texts,
     encode_texts,
     normalize_embeddings,
-    quiet_weight_loading,
+    quiet_transformers_bars,
     resolve_dtype,
 )
 from causal2vec.layout import InputBuilder
@@ -122,7 +122,7 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         """
         config = config or Causal2VecConfig()
         torch_dtype = resolve_dtype(dtype)
-        with quiet_weight_loading():
+        with quiet_transformers_bars():
             encoder_model, encoder_tokenizer = _load_component(encoder, encoder_tokenizer, torch_dtype, hub_kwargs)
             llm_model, llm_tokenizer = _load_component(llm, llm_tokenizer, torch_dtype, hub_kwargs)
         if isinstance(encoder, str) and config.encoder_name is None:
@@ -161,7 +161,7 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         """
         from causal2vec.checkpoint import load_checkpoint
 
-        with quiet_weight_loading():
+        with quiet_transformers_bars():
             model = load_checkpoint(cls, str(name_or_path), dtype=resolve_dtype(dtype), **hub_kwargs)
         return model.to(device) if device is not None else model
 
@@ -174,7 +174,8 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         """
         from causal2vec.checkpoint import save_checkpoint
 
-        save_checkpoint(self, Path(path))
+        with quiet_transformers_bars():
+            save_checkpoint(self, Path(path))
 
     @torch.no_grad()
     def calibrate_projector(self, texts: tuple[str, ...] = CALIBRATION_TEXTS) -> float:

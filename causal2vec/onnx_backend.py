@@ -1,0 +1,142 @@
+"""ONNX Runtime backend: a checkpoint's ``onnx/model.onnx`` run by onnxruntime instead of torch.
+
+The exported graph is ``Causal2Vec.forward``: the four tensors of :class:`~causal2vec.layout.InputBuilder` in, raw
+``(B, embedding_dim)`` embeddings out. Tokenisation, length-sorted batching, normalisation and instructions are the
+torch model's own code, so both backends embed a text the same way. ``python -m export`` writes the file.
+
+This is the only module that imports onnxruntime, and only when a model is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoTokenizer
+
+from causal2vec.config import Causal2VecConfig
+from causal2vec.encoding import QueryDocumentMethods, Texts, encode_texts, normalize_embeddings
+from causal2vec.layout import InputBuilder
+
+logger = logging.getLogger(__name__)
+
+ONNX_DIR = "onnx"
+ONNX_FILE = f"{ONNX_DIR}/model.onnx"
+INPUT_NAMES = ("encoder_input_ids", "encoder_attention_mask", "llm_input_ids", "llm_attention_mask")
+OUTPUT_NAME = "embeddings"
+
+
+def require_onnxruntime() -> Any:
+    """Import onnxruntime, or fail with the command that installs it."""
+    try:
+        import onnxruntime
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            "the ONNX backend needs onnxruntime: pip install 'causal2vec[onnx]' (or 'causal2vec[onnx-gpu]')"
+        ) from err
+    return onnxruntime
+
+
+def execution_providers(device: str) -> list[Any]:
+    """The onnxruntime providers for ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Raises:
+        ValueError: For another device, or CUDA without onnxruntime-gpu.
+    """
+    ort = require_onnxruntime()
+    kind, _, index = device.partition(":")
+    if kind == "cpu" and not index:
+        return ["CPUExecutionProvider"]
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise ValueError(f"device {device!r} is not supported by the ONNX backend; use 'cpu', 'cuda' or 'cuda:N'")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise ValueError(
+            f"device {device!r} needs onnxruntime's CUDA provider, which this onnxruntime lacks "
+            f"(it has {ort.get_available_providers()}): pip install 'causal2vec[onnx-gpu]'"
+        )
+    return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
+
+
+class OnnxCausal2Vec(QueryDocumentMethods):
+    """A Causal2Vec checkpoint served by onnxruntime: ``encode``, ``encode_query``, ``encode_document``.
+
+    Load one with :meth:`from_pretrained` from a checkpoint folder that holds ``onnx/model.onnx``.
+    """
+
+    # Inputs are handed to onnxruntime as host arrays and the outputs come back to host memory.
+    device = torch.device("cpu")
+
+    def __init__(
+        self, session: Any, config: Causal2VecConfig, encoder_tokenizer: Any, llm_tokenizer: Any, embedding_dim: int
+    ) -> None:
+        """Wrap an onnxruntime session of an exported model with the tokenizers and config it was exported with."""
+        self.session = session
+        self.config = config
+        self.inputs = InputBuilder(encoder_tokenizer, llm_tokenizer, config)
+        self.embedding_dim = embedding_dim
+        self.name_or_path: str | None = None
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str = "cpu") -> OnnxCausal2Vec:
+        """Load ``path/onnx/model.onnx`` with the checkpoint's config and tokenizers.
+
+        Raises:
+            FileNotFoundError: If the folder has no ONNX export; the message says how to make one.
+        """
+        folder = Path(path).expanduser()
+        onnx_path = folder / ONNX_FILE
+        if not onnx_path.is_file():
+            raise FileNotFoundError(
+                f"{folder} has no ONNX export ({ONNX_FILE}); make one with: python -m export --model {folder} "
+                f"--output {folder}"
+            )
+        ort = require_onnxruntime()
+        config = Causal2VecConfig.load(folder / "causal2vec_config.json")
+        session = ort.InferenceSession(str(onnx_path), providers=execution_providers(device))
+        names = tuple(i.name for i in session.get_inputs())
+        if sorted(names) != sorted(INPUT_NAMES):
+            raise ValueError(f"{onnx_path} takes inputs {list(names)}, not the Causal2Vec inputs {list(INPUT_NAMES)}")
+        hidden = AutoConfig.from_pretrained(folder / "llm").hidden_size  # GPT-2's n_embd too
+        dim = 2 * hidden if config.output_pooling == "contextual_eos" else hidden
+        model = cls(
+            session,
+            config,
+            AutoTokenizer.from_pretrained(folder / "encoder"),
+            AutoTokenizer.from_pretrained(folder / "llm"),
+            dim,
+        )
+        model.name_or_path = str(folder.resolve())
+        logger.info("loaded ONNX model %s on %s", onnx_path, session.get_providers()[0])
+        return model
+
+    def eval(self) -> OnnxCausal2Vec:
+        """Nothing to switch: an exported graph is always in inference mode (kept for the shared encode loop)."""
+        return self
+
+    def __call__(self, **features: torch.Tensor) -> torch.Tensor:
+        """Run one tokenised batch: ``(B, embedding_dim)`` float32 raw embeddings."""
+        feeds = {name: np.ascontiguousarray(features[name].numpy()) for name in INPUT_NAMES}
+        (embeddings,) = self.session.run([OUTPUT_NAME], feeds)
+        return torch.from_numpy(embeddings)
+
+    def normalize(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """L2-normalise as the config says, exactly as the torch model does."""
+        return normalize_embeddings(embeddings, self.config)
+
+    def encode(
+        self,
+        texts: Texts,
+        *,
+        instruction: str | None = None,
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        convert_to_tensor: bool = False,
+        show_progress_bar: bool | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed texts; the arguments and the result are those of ``Causal2Vec.encode`` (without device/dtype)."""
+        prompt = self.config.format_instruction(instruction)
+        normalize = self.config.normalize if normalize is None else normalize
+        return encode_texts(self, texts, prompt, batch_size, normalize, convert_to_tensor, show_progress_bar)

@@ -1,0 +1,120 @@
+"""Trace ``Causal2Vec.forward`` into ``<checkpoint>/onnx/model.onnx`` and compare onnxruntime with torch."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from causal2vec import Causal2Vec
+from causal2vec.adapters import has_adapter
+from causal2vec.onnx_backend import INPUT_NAMES, ONNX_DIR, OUTPUT_NAME, OnnxCausal2Vec
+from causal2vec.projector import CALIBRATION_TEXTS
+
+logger = logging.getLogger(__name__)
+
+# Two texts of different lengths, so the traced batch and sequence sizes are not specialised to 1.
+_TRACE_TEXTS = ["Markets rallied after the rate decision.", "A longer sentence about football, politics and film."]
+PARITY_TEXTS = (
+    *CALIBRATION_TEXTS,
+    "",
+    "A long text that runs past the token budget. " * 200,
+)
+
+
+def export_onnx(model: Causal2Vec, folder: Path, opset: int = 18) -> Path:
+    """Write ``folder/onnx/model.onnx`` traced from ``model`` in float32 on the CPU; returns its path.
+
+    LoRA adapters are merged into the LLM first (in place), so the graph has no adapter branches. The folder is
+    written aside and swapped in, so a failed export leaves an earlier one intact.
+    """
+    model = model.to(device="cpu", dtype=torch.float32).eval()
+    if has_adapter(model.llm):
+        logger.info("merging the LoRA adapter into the LLM for export")
+        model.llm = model.llm.merge_and_unload()
+    features = model.tokenize(_TRACE_TEXTS)
+    batch = torch.export.Dim("batch")
+    encoder_tokens, llm_tokens = torch.export.Dim("encoder_tokens"), torch.export.Dim("llm_tokens")
+    dynamic_shapes = {
+        name: {0: batch, 1: encoder_tokens if name.startswith("encoder") else llm_tokens} for name in INPUT_NAMES
+    }
+    staging = folder / f".{ONNX_DIR}.tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    start = time.perf_counter()
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    registry_level = registry_log.level
+    registry_log.setLevel(logging.ERROR)  # "torchvision is not installed" notes: no vision ops are exported
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)  # names are cosmetic
+            program = torch.onnx.export(
+                model,
+                (),
+                kwargs={name: features[name] for name in INPUT_NAMES},
+                dynamic_shapes=dynamic_shapes,
+                output_names=[OUTPUT_NAME],
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
+            )
+        program.save(staging / "model.onnx")
+        _swap_in(staging, folder / ONNX_DIR)
+    finally:
+        registry_log.setLevel(registry_level)
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("exported %s in %.1f s", folder / ONNX_DIR / "model.onnx", time.perf_counter() - start)
+    return folder / ONNX_DIR / "model.onnx"
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How closely onnxruntime reproduces torch on the same texts (raw, unnormalised embeddings).
+
+    Attributes:
+        max_abs: The largest absolute difference of any coordinate.
+        max_rel: ``max_abs`` over the largest absolute torch coordinate.
+        min_cosine: The lowest cosine similarity between a torch and an ONNX embedding of the same text.
+    """
+
+    max_abs: float
+    max_rel: float
+    min_cosine: float
+
+    def ok(self, max_rel: float = 1e-3, min_cosine: float = 0.9999) -> bool:
+        """Whether the export is faithful: tiny relative error and near-identical directions."""
+        return self.max_rel <= max_rel and self.min_cosine >= min_cosine
+
+
+def check_parity(model: Causal2Vec, exported: OnnxCausal2Vec, texts: tuple[str, ...] = PARITY_TEXTS) -> Parity:
+    """Embed ``texts`` (with and without the query instruction) with both backends and compare."""
+    reference, candidate = [], []
+    encoding_log = logging.getLogger("causal2vec.encoding")
+    level = encoding_log.level
+    encoding_log.setLevel(logging.ERROR)  # the long text's truncation warning is expected here
+    try:
+        for instruction in (None, model.config.query_instruction):
+            reference.append(model.encode(list(texts), instruction=instruction, normalize=False, batch_size=8))
+            candidate.append(exported.encode(list(texts), instruction=instruction, normalize=False, batch_size=8))
+    finally:
+        encoding_log.setLevel(level)
+    ref, out = np.concatenate(reference), np.concatenate(candidate)
+    diff = float(np.abs(ref - out).max())
+    cos = (ref * out).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1))
+    return Parity(max_abs=diff, max_rel=diff / float(np.abs(ref).max()), min_cosine=float(cos.min()))

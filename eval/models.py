@@ -23,6 +23,7 @@ from mteb.types import PromptType
 
 import causal2vec
 from causal2vec.corpus import Document
+from causal2vec.onnx_backend import ONNX_DIR
 
 if TYPE_CHECKING:
     from mteb.abstasks.task_metadata import TaskMetadata
@@ -59,7 +60,11 @@ class ModelSource:
     name: str
 
     def fingerprint(self) -> str:
-        """A short SHA-256 of the model's files: the mteb revision its results are filed under."""
+        """A short SHA-256 of the model's files: the mteb revision its results are filed under.
+
+        An ONNX export (``onnx/``) is left out: it is derived from the weights, and ONNX results are filed apart
+        by their ``backend`` setting.
+        """
         if self.location == "default":
             from causal2vec.assets import minilm_path, smollm2_gguf_path
 
@@ -132,6 +137,7 @@ def _hash_files(paths: list[Path], extra: str) -> str:
     digest = hashlib.sha256(extra.encode())
     for root in paths:
         files = sorted(p for p in (root.rglob("*") if root.is_dir() else [root]) if p.is_file())
+        files = [p for p in files if ONNX_DIR not in p.relative_to(root).parts[:1]] if root.is_dir() else files
         for path in files:
             digest.update(str(path.relative_to(root) if root.is_dir() else path.name).encode())
             with open(path, "rb") as f:
@@ -218,23 +224,34 @@ def load_encoder(
     dtype: str,
     backend: Backend = "torch",
 ) -> AbsEncoder:
-    """Load a model and wrap it for mteb with metadata that names it, its revision and its dtype.
+    """Load a model and wrap it for mteb with metadata that names it, its revision, and its dtype or backend.
 
     Raises:
-        ValueError: For the ONNX backend on a model without an ONNX export.
+        ValueError: For the ONNX backend on the in-memory default or a sentence-transformers model.
+        FileNotFoundError: For the ONNX backend on a checkpoint without ``onnx/model.onnx``.
     """
     revision = source.fingerprint()
-    if backend == "onnx":
-        raise ValueError(
-            f"--backend onnx needs an ONNX export of {source.label!r} (onnx/model.onnx in the checkpoint), and "
-            "ONNX export is not available in this version of causal2vec; use --backend torch"
-        )
     if source.kind == "sentence-transformers":
+        if backend != "torch":
+            raise ValueError(f"--backend {backend} applies to Causal2Vec models, not to {source.label!r}")
         return _sentence_transformer(source, revision, device)
-    from causal2vec import Causal2Vec
+    if backend == "onnx":
+        if source.location == "default":
+            raise ValueError(
+                "--backend onnx needs a folder with an ONNX export; make one with "
+                "python -m export --model default --output models/default-onnx, then pass --model models/default-onnx"
+            )
+        from causal2vec.onnx_backend import OnnxCausal2Vec
 
-    model = Causal2Vec.from_pretrained(source.location, device=device, dtype=dtype)
-    n_parameters = sum(p.numel() for p in model.parameters())
+        model: Any = OnnxCausal2Vec.from_pretrained(source.location, device=device)
+        n_parameters, memory_mb, settings = None, None, {"backend": "onnx"}
+    else:
+        from causal2vec import Causal2Vec
+
+        model = Causal2Vec.from_pretrained(source.location, device=device, dtype=dtype)
+        n_parameters = sum(p.numel() for p in model.parameters())
+        memory_mb = round(sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20, 1)
+        settings = {"dtype": str(model.dtype).removeprefix("torch.")}
     meta = ModelMeta(
         loader=None,
         name=source.name,
@@ -242,7 +259,7 @@ def load_encoder(
         release_date=None,
         languages=None,
         n_parameters=n_parameters,
-        memory_usage_mb=round(sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20, 1),
+        memory_usage_mb=memory_mb,
         max_tokens=model.config.llm_max_length,
         embed_dim=model.embedding_dim,
         license=None,
@@ -253,7 +270,7 @@ def load_encoder(
         similarity_fn_name=ScoringFunction.COSINE,
         use_instructions=True,
         training_datasets=None,
-        experiment_kwargs={"dtype": str(model.dtype).removeprefix("torch.")},
+        experiment_kwargs=settings,
     )
     return Causal2VecEncoder(model, meta, instructions)
 
@@ -262,9 +279,9 @@ def _sentence_transformer(source: ModelSource, revision: str, device: str) -> Ab
     from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
     from sentence_transformers import SentenceTransformer  # a dependency of mteb
 
-    from causal2vec.encoding import quiet_weight_loading
+    from causal2vec.encoding import quiet_transformers_bars
 
-    with quiet_weight_loading(), warnings.catch_warnings():
+    with quiet_transformers_bars(), warnings.catch_warnings():
         # mteb 2.26 calls APIs that sentence-transformers 6.x and mteb itself deprecate; not the user's to act on
         warnings.filterwarnings("ignore", message=".*get_sentence_embedding_dimension", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*fill_missing parameter is deprecated", category=DeprecationWarning)

@@ -281,10 +281,17 @@ def test_a_folder_that_is_not_a_checkpoint_is_rejected(tmp_path, capsys):
     assert not (tmp_path / "summary.md").exists()
 
 
-def test_onnx_backend_without_an_export_is_a_clear_error(tiny_checkpoint, tmp_path, capsys):
-    args = ["--model", str(tiny_checkpoint), "--tasks", "BBCNewsRetrieval", "--output", str(tmp_path), "--backend"]
-    assert main([*args, "onnx"]) == 2
-    assert "--backend onnx needs an ONNX export" in capsys.readouterr().err
+def test_onnx_backend_scores_as_torch_does(tiny_checkpoint, tmp_path, capsys):
+    from export.cli import main as export_main
+
+    args = ["--tasks", "BBCNewsRetrieval", "--output", str(tmp_path / "eval"), "--backend", "onnx"]
+    assert main(["--model", str(tiny_checkpoint), *args]) == 2
+    assert "has no ONNX export (onnx/model.onnx); make one with: python -m export" in capsys.readouterr().err
+    folder = tmp_path / "tiny"
+    assert export_main(["--model", str(tiny_checkpoint), "--output", str(folder)]) == 0
+    assert main(["--model", str(folder), *args]) == 0
+    (path,) = (tmp_path / "eval").glob("results/local__tiny/*/experiments/backend_onnx/BBCNewsRetrieval.json")
+    assert TaskResult.from_disk(path).get_score() == pytest.approx(_bbc_reference(tiny_checkpoint), abs=1e-3)
 
 
 def test_a_task_that_needs_the_network_is_reported_and_the_others_run(tiny_checkpoint, tmp_path):

@@ -22,7 +22,7 @@ import functools
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import mteb
 from datasets import Dataset, DatasetDict
@@ -31,7 +31,7 @@ from mteb.abstasks.classification import AbsTaskClassification
 from mteb.abstasks.clustering import AbsTaskClustering
 from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
-from mteb.abstasks.task_metadata import TaskMetadata
+from mteb.abstasks.task_metadata import TaskMetadata, TaskType
 
 from causal2vec.assets import Article
 from causal2vec.bbc import SPLIT_SEED, bbc_news_split
@@ -200,6 +200,11 @@ def load_jsonl_task(folder: Path) -> AbsTask:
             "corpus.jsonl, queries.jsonl and qrels (see `python -m eval --help`)"
         )
     name = spec.get("name", folder.resolve().name)
+    if _is_taken(name):
+        raise ValueError(
+            f"task folder {folder} is named {name!r}, which is already an MTEB or built-in task (or a task type); "
+            'set another name in task.json, e.g. {"name": "' + name + 'Local"}'
+        )
     metadata = _metadata(
         name,
         "Retrieval",
@@ -214,6 +219,16 @@ def load_jsonl_task(folder: Path) -> AbsTask:
     )
     attributes = {"metadata": metadata, "folder": folder, "qrels_path": qrels_path}
     return type(f"JsonlRetrievalTask[{name}]", (JsonlRetrievalTask,), attributes)()
+
+
+def _is_taken(name: str) -> bool:
+    if name in LOCAL_TASKS or name in get_args(TaskType):
+        return True
+    try:
+        mteb.get_task(name)
+    except KeyError:
+        return False
+    return True
 
 
 _TASK_JSON_KEYS = ("name", "description", "instruction", "main_score", "split")

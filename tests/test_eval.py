@@ -237,6 +237,7 @@ def test_user_jsonl_retrieval_task_without_code(tiny_checkpoint, tmp_path):
         ),
         (lambda f: (f / "qrels" / "test.tsv").write_text("a\tb\tc\nq\td\thigh\n"), r"test\.tsv:2: score 'high'"),
         (lambda f: (f / "task.json").write_text('{"nmae": "x"}'), r"unknown keys \['nmae'\]"),
+        (lambda f: (f / "task.json").write_text('{"name": "SciFact"}'), r"named 'SciFact', which is already an MTEB"),
     ],
 )
 def test_user_task_errors_name_the_file_and_problem(tiny_checkpoint, tmp_path, capsys, change, message):

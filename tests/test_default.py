@@ -87,8 +87,10 @@ def test_bbc_corpus_is_read_offline():
 
 def test_library_import_does_not_pull_optional_stacks():
     code = (
-        "import sys, causal2vec, causal2vec.cli, causal2vec.checkpoint, causal2vec.assets\n"
-        "heavy = {'faiss', 'onnxruntime', 'peft', 'mteb', 'datasets', 'sentence_transformers', 'training', 'eval'}\n"
+        "import sys, causal2vec, causal2vec.cli, causal2vec.checkpoint, causal2vec.assets, causal2vec.bbc\n"
+        "import causal2vec.onnx_backend\n"
+        "heavy = {'faiss', 'onnxruntime', 'onnx', 'onnxscript', 'peft', 'mteb', 'datasets', 'sentence_transformers',\n"
+        "         'training', 'eval', 'export'}\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

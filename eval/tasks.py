@@ -9,7 +9,8 @@ A retrieval task from files is a folder::
       corpus.jsonl    {"id": "d1", "title": "optional", "text": "…"}   ("_id" as in BEIR works too)
       queries.jsonl   {"id": "q1", "text": "…"}
       qrels.tsv       query-id <TAB> corpus-id <TAB> score             (or qrels/test.tsv as in BEIR, or qrels.jsonl)
-      task.json       optional: {"name": …, "description": …, "instruction": …, "main_score": "ndcg_at_10"}
+      task.json       optional: {"name": …, "description": …, "instruction": …, "main_score": "ndcg_at_10",
+                                 "split": "test"}
 
 and is named on the command line by its path: ``--tasks ./my_task``.
 """

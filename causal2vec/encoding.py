@@ -116,13 +116,19 @@ def show_progress(requested: bool | None) -> bool:
 def encode_texts(
     model: Causal2Vec | OnnxCausal2Vec,
     texts: object,
-    prompt: str,
+    instruction: str | None,
     batch_size: int,
-    normalize: bool,
+    normalize: bool | None,
     convert_to_tensor: bool,
     show_progress_bar: bool | None,
 ) -> np.ndarray | torch.Tensor:
-    """Embed ``texts`` with ``model`` (torch or ONNX Runtime) in length-sorted batches; see ``Causal2Vec.encode``."""
+    """Embed ``texts`` with ``model`` (torch or ONNX Runtime) in length-sorted batches; see ``Causal2Vec.encode``.
+
+    The instruction is formatted, and ``normalize=None`` resolved, from ``model.config`` here, so that every
+    backend applies them alike.
+    """
+    prompt = model.config.format_instruction(instruction)
+    normalize = model.config.normalize if normalize is None else normalize
     texts, single = check_texts(texts)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")

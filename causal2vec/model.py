@@ -315,9 +315,7 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         """
         if device is not None or dtype is not None:
             self.to(device=device, dtype=resolve_dtype(dtype) if dtype is not None else None)
-        prompt = self.config.format_instruction(instruction)
-        normalize = self.config.normalize if normalize is None else normalize
-        return encode_texts(self, texts, prompt, batch_size, normalize, convert_to_tensor, show_progress_bar)
+        return encode_texts(self, texts, instruction, batch_size, normalize, convert_to_tensor, show_progress_bar)
 
 
 def _load_component(

@@ -137,6 +137,4 @@ class OnnxCausal2Vec(QueryDocumentMethods):
         show_progress_bar: bool | None = None,
     ) -> np.ndarray | torch.Tensor:
         """Embed texts; the arguments and the result are those of ``Causal2Vec.encode`` (without device/dtype)."""
-        prompt = self.config.format_instruction(instruction)
-        normalize = self.config.normalize if normalize is None else normalize
-        return encode_texts(self, texts, prompt, batch_size, normalize, convert_to_tensor, show_progress_bar)
+        return encode_texts(self, texts, instruction, batch_size, normalize, convert_to_tensor, show_progress_bar)

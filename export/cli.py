@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from export.onnx_export import PARITY_TEXTS, check_parity, export_onnx
 
     require_onnxruntime()
-    output = args.output.expanduser()
-    in_place = Path(args.model).expanduser().exists() and output.resolve() == Path(args.model).expanduser().resolve()
+    output, source = args.output.expanduser(), Path(args.model).expanduser()
+    in_place = source.exists() and output.resolve() == source.resolve()
     if output.exists() and not (output / "causal2vec_config.json").is_file():
         raise ValueError(f"--output {output} exists and is not a Causal2Vec checkpoint; name a new folder")
     model = Causal2Vec.from_pretrained(args.model)

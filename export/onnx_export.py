@@ -7,6 +7,8 @@ import shutil
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +50,10 @@ def export_onnx(model: Causal2Vec, folder: Path, opset: int = 18) -> Path:
     staging = folder / f".{ONNX_DIR}.tmp-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     start = time.perf_counter()
-    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
-    registry_level = registry_log.level
-    registry_log.setLevel(logging.ERROR)  # "torchvision is not installed" notes: no vision ops are exported
+    # The registry's "torchvision is not installed" notes do not matter: no vision ops are exported.
+    registry = "torch.onnx._internal.exporter._registration"
     try:
-        with warnings.catch_warnings(), torch.inference_mode():
+        with _quiet_logger(registry), warnings.catch_warnings(), torch.inference_mode():
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)  # names are cosmetic
@@ -69,10 +70,21 @@ def export_onnx(model: Causal2Vec, folder: Path, opset: int = 18) -> Path:
         program.save(staging / "model.onnx")
         _swap_in(staging, folder / ONNX_DIR)
     finally:
-        registry_log.setLevel(registry_level)
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported %s in %.1f s", folder / ONNX_DIR / "model.onnx", time.perf_counter() - start)
     return folder / ONNX_DIR / "model.onnx"
+
+
+@contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Let only errors through the named logger while the block runs."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _swap_in(staging: Path, target: Path) -> None:
@@ -105,15 +117,10 @@ class Parity:
 def check_parity(model: Causal2Vec, exported: OnnxCausal2Vec, texts: tuple[str, ...] = PARITY_TEXTS) -> Parity:
     """Embed ``texts`` (with and without the query instruction) with both backends and compare."""
     reference, candidate = [], []
-    encoding_log = logging.getLogger("causal2vec.encoding")
-    level = encoding_log.level
-    encoding_log.setLevel(logging.ERROR)  # the long text's truncation warning is expected here
-    try:
+    with _quiet_logger("causal2vec.encoding"):  # the long text's truncation warning is expected here
         for instruction in (None, model.config.query_instruction):
             reference.append(model.encode(list(texts), instruction=instruction, normalize=False, batch_size=8))
             candidate.append(exported.encode(list(texts), instruction=instruction, normalize=False, batch_size=8))
-    finally:
-        encoding_log.setLevel(level)
     ref, out = np.concatenate(reference), np.concatenate(candidate)
     diff = float(np.abs(ref - out).max())
     cos = (ref * out).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1))

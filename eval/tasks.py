@@ -22,6 +22,7 @@ import difflib
 import functools
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any, get_args
 
@@ -34,8 +35,8 @@ from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata, TaskType
 
-from causal2vec.assets import Article
-from causal2vec.bbc import SPLIT_SEED, bbc_news_split
+from causal2vec.assets import Article, bbc_news_articles
+from causal2vec.bbc import SPLIT_SEED, split_articles
 from causal2vec.corpus import Document, read_corpus
 
 logger = logging.getLogger(__name__)
@@ -74,8 +75,12 @@ def _metadata(name: str, task_type: str, main_score: str, description: str, **ov
 
 
 @functools.cache
-def _bbc(split: str) -> tuple[Article, ...]:
-    return tuple(bbc_news_split(split))
+def _bbc_splits() -> dict[str, list[Article]]:
+    return split_articles(bbc_news_articles())
+
+
+def _bbc(split: str) -> list[Article]:
+    return _bbc_splits()[split]
 
 
 def _article_text(article: Article) -> str:
@@ -263,9 +268,9 @@ def _records(path: Path, with_title: bool) -> list[dict[str, str]]:
         if with_title:
             record["title"] = doc.title or ""
         records.append(record)
-    ids = [r["id"] for r in records]
-    if len(set(ids)) != len(ids):
-        repeated = sorted({i for i in ids if ids.count(i) > 1})[:5]
+    counts = Counter(r["id"] for r in records)
+    if len(counts) != len(records):
+        repeated = sorted(i for i, n in counts.items() if n > 1)[:5]
         raise ValueError(f"{path}: ids must be unique; repeated: {repeated}")
     return records
 

@@ -136,10 +136,12 @@ def _download(label: str) -> Path:
 def _hash_files(paths: list[Path], extra: str) -> str:
     digest = hashlib.sha256(extra.encode())
     for root in paths:
-        files = sorted(p for p in (root.rglob("*") if root.is_dir() else [root]) if p.is_file())
-        files = [p for p in files if ONNX_DIR not in p.relative_to(root).parts[:1]] if root.is_dir() else files
-        for path in files:
-            digest.update(str(path.relative_to(root) if root.is_dir() else path.name).encode())
+        # (name, path) pairs: names are relative to a folder root; the ONNX export is not part of the weights
+        files = [(str(p.relative_to(root)), p) for p in root.rglob("*")] if root.is_dir() else [(root.name, root)]
+        for name, path in sorted(files):
+            if not path.is_file() or Path(name).parts[0] == ONNX_DIR:
+                continue
+            digest.update(name.encode())
             with open(path, "rb") as f:
                 for block in iter(lambda f=f: f.read(1 << 22), b""):
                     digest.update(block)

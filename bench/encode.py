@@ -131,7 +131,8 @@ def load_texts(n: int, max_tokens: int) -> list[str]:
     """
     from transformers import AutoTokenizer
 
-    from causal2vec.assets import bbc_news_articles, smollm2_path
+    from causal2vec.assets import smollm2_path
+    from causal2vec.data.bbc import bbc_news_articles
 
     articles = bbc_news_articles()
     if not 1 <= n <= len(articles):

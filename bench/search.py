@@ -156,7 +156,7 @@ class Synthetic:
 
 def faiss_mod() -> Any:
     """FAISS, imported late (the memory children start before the parent loads it)."""
-    from causal2vec import faiss_index
+    from causal2vec.search import vectors as faiss_index
 
     return faiss_index.faiss_module()
 
@@ -184,7 +184,7 @@ def nlist_for(n: int) -> int:
 
 def build(factory: str, data: Synthetic, n: int) -> tuple[Any, float]:
     """Build ``factory`` over the first ``n`` base vectors through the library; returns it and its build seconds."""
-    from causal2vec import faiss_index
+    from causal2vec.search import vectors as faiss_index
 
     index = faiss_index.new_index(factory, DIM)
     seconds = 0.0
@@ -205,7 +205,7 @@ def build(factory: str, data: Synthetic, n: int) -> tuple[Any, float]:
 
 def timed_search(index: Any, queries: np.ndarray, repeats: int, min_seconds: float) -> tuple[float, np.ndarray]:
     """Best time of ``repeats`` (or more, up to ``min_seconds`` of searching) top-10 searches, and the ids found."""
-    from causal2vec import faiss_index
+    from causal2vec.search import vectors as faiss_index
 
     best, spent, runs, ids = math.inf, 0.0, 0, np.empty(0)
     while runs < repeats or (spent < min_seconds and runs < 50):
@@ -254,7 +254,7 @@ def sweep(
     args: argparse.Namespace,
 ) -> list[Row]:
     """Search ``index`` at each setting (``nprobe``, ``ef_search``, ``k_factor``) and make the rows."""
-    from causal2vec import faiss_index
+    from causal2vec.search import vectors as faiss_index
 
     nbytes = index_bytes(index)
     rows = []
@@ -443,8 +443,8 @@ def maxrss_mib() -> float:
 
 def child_main(args: argparse.Namespace) -> None:
     """Write a corpus, build an index from it, and print this process's memory figures as one JSON line."""
-    from causal2vec.corpus import read_corpus
-    from causal2vec.index import SemanticIndex
+    from causal2vec.search.corpus import read_corpus
+    from causal2vec.search.index import SemanticIndex
 
     logging.getLogger("causal2vec").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-search-", dir=args.workdir) as tmp:

@@ -9,9 +9,9 @@
 import logging
 
 from causal2vec.config import Causal2VecConfig
-from causal2vec.corpus import Document
-from causal2vec.index import Hit, SemanticIndex
 from causal2vec.model import Causal2Vec
+from causal2vec.search.corpus import Document
+from causal2vec.search.index import Hit, SemanticIndex
 
 __all__ = ["Causal2Vec", "Causal2VecConfig", "Document", "Hit", "SemanticIndex"]
 __version__ = "0.1.0"

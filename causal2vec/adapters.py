@@ -12,17 +12,9 @@ from typing import Any
 
 from torch import nn
 
+from causal2vec.runtime import require
+
 ADAPTER_DIR = "llm_adapter"
-INSTALL = "pip install 'causal2vec[train]'  (or: pip install peft)"
-
-
-def require_peft() -> Any:
-    """Import peft, or raise with the exact install command."""
-    try:
-        import peft
-    except ModuleNotFoundError as err:
-        raise ModuleNotFoundError(f"LoRA adapters need peft, which is not installed; run: {INSTALL}") from err
-    return peft
 
 
 def has_adapter(llm: nn.Module) -> bool:
@@ -43,7 +35,7 @@ def save_adapter(llm: nn.Module, folder: Path) -> None:
 
 def load_adapter(llm: nn.Module, folder: Path) -> nn.Module:
     """Wrap the base LLM with the adapter saved in ``folder`` (frozen, for inference)."""
-    peft = require_peft()
+    peft = require("peft")
     try:
         return peft.PeftModel.from_pretrained(llm, folder, is_trainable=False)
     except (OSError, ValueError, KeyError) as err:

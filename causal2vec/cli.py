@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from causal2vec.index import IndexBusyError
+from causal2vec.search.index import IndexBusyError
 
 logger = logging.getLogger("causal2vec.cli")
 
@@ -99,7 +99,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def _load_model(name: str, args: argparse.Namespace, auto: str = "auto") -> Any:
     """Load ``name`` with the command's device, dtype (``auto``: this one) and token budget options."""
     from causal2vec import Causal2Vec
-    from causal2vec.encoding import auto_dtype, default_device
+    from causal2vec.runtime import auto_dtype, default_device
 
     device = args.device or default_device()
     dtype = auto_dtype(auto if args.dtype == "auto" else args.dtype, device)
@@ -111,8 +111,8 @@ def _load_model(name: str, args: argparse.Namespace, auto: str = "auto") -> Any:
 
 def cmd_index(args: argparse.Namespace) -> int:
     """``causal2vec index``: embed a corpus into a new index folder, or append to one (``--append``)."""
-    from causal2vec.corpus import count_lines, read_corpus
-    from causal2vec.index import SemanticIndex
+    from causal2vec.search.corpus import count_lines, read_corpus
+    from causal2vec.search.index import SemanticIndex
 
     documents = read_corpus(args.corpus, args.format)
     options = {
@@ -151,7 +151,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """``causal2vec search``: the nearest documents of one or more queries."""
-    from causal2vec.index import SemanticIndex
+    from causal2vec.search.index import SemanticIndex
 
     queries = list(args.query)
     if args.queries:
@@ -183,7 +183,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     """``causal2vec delete``: remove documents from an index by id."""
-    from causal2vec.index import SemanticIndex
+    from causal2vec.search.index import SemanticIndex
 
     ids = list(args.ids)
     if args.ids_file:

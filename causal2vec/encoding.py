@@ -1,29 +1,64 @@
-"""The batch loop behind ``Causal2Vec.encode``: validation, length-sorted batches, order restored."""
+"""The batch loop behind every backend's ``encode``: validation, length-sorted batches, order restored.
+
+:class:`EmbeddingBackend` is the one contract between a model and the code that embeds with it (this loop, the
+semantic index, the evaluation and export tools): the torch model, the ONNX Runtime backend and any later
+backend satisfy it, and nothing else about them is assumed.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from causal2vec.runtime import show_progress
+
 if TYPE_CHECKING:
     from causal2vec.config import Causal2VecConfig
-    from causal2vec.model import Causal2Vec
-    from causal2vec.onnx_backend import OnnxCausal2Vec
+    from causal2vec.layout import Features
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 Texts = str | list[str] | tuple[str, ...]
+OnTruncated = Callable[[int, int], None]  # (texts truncated, texts encoded), once per encode call
+
+
+@runtime_checkable
+class EmbeddingBackend(Protocol):
+    """What the batch loop and the index need from a model: tokenize, forward, dimension, device, dtype."""
+
+    config: Causal2VecConfig  # design switches, instructions and token budgets
+    name_or_path: str | None  # how the model loads again ("default", a folder, a hub id); None if it cannot
+
+    @property
+    def embedding_dim(self) -> int:
+        """Length of the embeddings."""
+        ...
+
+    @property
+    def device(self) -> torch.device:
+        """Where the batch loop puts the features before :meth:`forward` (host memory for onnxruntime's CPU feeds)."""
+        ...
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the embeddings are computed in (recorded in index manifests)."""
+        ...
+
+    def tokenize(self, texts: list[str], prompt: str = "", *, max_length: int | None = None) -> Features:
+        """Tokenise texts (with the formatted instruction ``prompt``) into :meth:`forward`'s inputs."""
+        ...
+
+    def forward(self, **features: torch.Tensor) -> torch.Tensor:
+        """Embed one tokenised batch: ``(B, embedding_dim)`` raw (not normalised) embeddings."""
+        ...
 
 
 class QueryDocumentMethods:
@@ -51,8 +86,17 @@ class QueryDocumentMethods:
         return self.encode(texts, instruction=None, **kwargs)
 
     def similarity(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Cosine similarity matrix ``(len(a), len(b))`` between two sets of embeddings."""
+        """Cosine similarity matrix ``(len(a), len(b))`` between two sets of embeddings.
+
+        Raises:
+            ValueError: If the two sets have different dimensions, naming both shapes.
+        """
         a, b = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
+        if a.ndim == 0 or b.ndim == 0 or a.shape[-1] != b.shape[-1]:
+            raise ValueError(
+                f"cannot compare embeddings of shape {tuple(a.shape)} with {tuple(b.shape)}: their last dimensions "
+                f"must be equal (both from the same model)"
+            )
         a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
         return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
 
@@ -63,26 +107,6 @@ def normalize_embeddings(embeddings: torch.Tensor, config: Causal2VecConfig) -> 
         h_c, h_eos = embeddings.chunk(2, dim=-1)
         return torch.cat([F.normalize(h_c, dim=-1), F.normalize(h_eos, dim=-1)], dim=-1) / math.sqrt(2.0)
     return F.normalize(embeddings, dim=-1)
-
-
-def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    """Map ``"float32"``/``"bfloat16"``/``"float16"`` (or the torch dtypes, or ``fp32``/``bf16``/``fp16``) to a dtype.
-
-    Raises:
-        ValueError: Naming the value and the allowed ones.
-    """
-    aliases = {
-        "fp32": "float32",
-        "bf16": "bfloat16",
-        "fp16": "float16",
-        "half": "float16",
-        "float": "float32",
-    }
-    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and aliases.get(dtype, dtype) in DTYPES:
-        return DTYPES[aliases.get(dtype, dtype)]
-    raise ValueError(f"dtype {dtype!r} is not supported; choose one of {list(DTYPES)}")
 
 
 def check_texts(texts: object) -> tuple[list[str], bool]:
@@ -96,62 +120,58 @@ def check_texts(texts: object) -> tuple[list[str], bool]:
     """
     if isinstance(texts, str):
         return [texts], True
+    if isinstance(texts, bytes | bytearray):
+        raise TypeError(f"texts is {type(texts).__name__}; decode it to str first, e.g. texts.decode('utf-8')")
     if not isinstance(texts, Sequence) and not isinstance(texts, np.ndarray):
         raise TypeError(f"texts must be a str or a list of str; got {type(texts).__name__}")
     texts = list(texts)
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] is {type(text).__name__} ({text!r:.40}); every item must be a str")
+            hint = "; decode bytes to str first" if isinstance(text, bytes | bytearray) else ""
+            raise TypeError(f"texts[{i}] is {type(text).__name__} ({text!r:.40}); every item must be a str{hint}")
     return texts, False
-
-
-def show_progress(requested: bool | None) -> bool:
-    """Progress bars follow the log level unless asked for explicitly: shown at INFO and below."""
-    if requested is not None:
-        return requested
-    return logging.getLogger("causal2vec").getEffectiveLevel() <= logging.INFO
 
 
 @torch.inference_mode()
 def encode_texts(
-    model: Causal2Vec | OnnxCausal2Vec,
+    backend: EmbeddingBackend,
     texts: object,
-    instruction: str | None,
-    batch_size: int,
-    normalize: bool | None,
-    convert_to_tensor: bool,
-    show_progress_bar: bool | None,
+    *,
+    instruction: str | None = None,
+    batch_size: int = 32,
+    normalize: bool | None = None,
+    convert_to_tensor: bool = False,
+    show_progress_bar: bool | None = None,
+    max_length: int | None = None,
+    on_truncated: OnTruncated | None = None,
 ) -> np.ndarray | torch.Tensor:
-    """Embed ``texts`` with ``model`` (torch or ONNX Runtime) in length-sorted batches; see ``Causal2Vec.encode``.
+    """Embed ``texts`` with any backend in length-sorted batches; see ``Causal2Vec.encode`` for the arguments.
 
-    The instruction is formatted, and ``normalize=None`` resolved, from ``model.config`` here, so that every
-    backend applies them alike.
+    The instruction is formatted, and ``normalize=None`` resolved, from ``backend.config`` here, so that every
+    backend applies them alike. Truncated texts are reported to ``on_truncated(count, total)``; without it, one
+    warning is logged.
     """
-    prompt = model.config.format_instruction(instruction)
-    normalize = model.config.normalize if normalize is None else normalize
+    prompt = backend.config.format_instruction(instruction)
+    normalize = backend.config.normalize if normalize is None else normalize
     texts, single = check_texts(texts)
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
-    model.eval()
     order = np.argsort([-len(t) for t in texts], kind="stable")
-    chunks, truncated = [], 0
     batches = [[texts[i] for i in order[start : start + batch_size]] for start in range(0, len(texts), batch_size)]
-    on_accelerator = model.device.type != "cpu"
-    tokenized = _tokenize(model, batches, prompt, prefetch=on_accelerator)
+    device = backend.device
+    on_accelerator = device.type != "cpu"
+    chunks, truncated = [], 0
+    tokenized = _tokenize(backend, batches, prompt, max_length, prefetch=on_accelerator)
     disable = not show_progress(show_progress_bar) or len(batches) < 2
-    for features, cut in tqdm(tokenized, total=len(batches), desc="Batches", disable=disable):
-        truncated += cut
-        embeddings = model(**{k: v.to(model.device, non_blocking=on_accelerator) for k, v in features.items()}).float()
+    for features in tqdm(tokenized, total=len(batches), desc="Batches", disable=disable):
+        truncated += features.truncated
+        inputs = {k: v.to(device, non_blocking=on_accelerator) for k, v in features.items()}
+        embeddings = backend.forward(**inputs).float()
         if normalize:
-            embeddings = model.normalize(embeddings)
+            embeddings = normalize_embeddings(embeddings, backend.config)
         chunks.append(embeddings.cpu())
-    if truncated:
-        cfg = model.config
-        logger.warning(
-            "%d of %d texts were truncated to encoder_max_length=%d / llm_max_length=%d tokens",
-            truncated, len(texts), cfg.encoder_max_length, cfg.llm_max_length,
-        )  # fmt: skip
-    out = torch.empty((len(texts), model.embedding_dim), dtype=torch.float32)
+    _report_truncation(backend, truncated, len(texts), max_length, on_truncated)
+    out = torch.empty((len(texts), backend.embedding_dim), dtype=torch.float32)
     if chunks:
         out[torch.from_numpy(order)] = torch.cat(chunks)
     if single:
@@ -159,9 +179,26 @@ def encode_texts(
     return out if convert_to_tensor else out.numpy()
 
 
+def _report_truncation(
+    backend: EmbeddingBackend, truncated: int, total: int, max_length: int | None, on_truncated: OnTruncated | None
+) -> None:
+    if on_truncated is not None:
+        on_truncated(truncated, total)
+    elif truncated:
+        cfg = backend.config
+        encoder_budget, llm_budget = (
+            (cfg.encoder_max_length, cfg.llm_max_length)
+            if max_length is None
+            else (min(cfg.encoder_max_length, max_length), min(cfg.llm_max_length, max_length))
+        )
+        logger.warning(
+            "%d of %d texts were truncated to %d encoder / %d LLM tokens", truncated, total, encoder_budget, llm_budget
+        )
+
+
 def _tokenize(
-    model: Causal2Vec | OnnxCausal2Vec, batches: list[list[str]], prompt: str, prefetch: bool
-) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
+    backend: EmbeddingBackend, batches: list[list[str]], prompt: str, max_length: int | None, prefetch: bool
+) -> Iterator[Features]:
     """Tokenise batch after batch, ahead of the model when ``prefetch`` is set.
 
     With ``prefetch``, a worker thread tokenises the next batch while the accelerator runs the current one (the
@@ -169,12 +206,12 @@ def _tokenize(
     """
     if not prefetch:
         for batch in batches:
-            yield model.inputs(batch, prompt)
+            yield backend.tokenize(batch, prompt, max_length=max_length)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="causal2vec-tokenize") as pool:
         pending: Future | None = None
         for batch in batches:
-            upcoming = pool.submit(_pinned_inputs, model, batch, prompt)
+            upcoming = pool.submit(_pinned_inputs, backend, batch, prompt, max_length)
             if pending is not None:
                 yield pending.result()
             pending = upcoming
@@ -182,49 +219,10 @@ def _tokenize(
             yield pending.result()
 
 
-def _pinned_inputs(model: Causal2Vec, batch: list[str], prompt: str) -> tuple[dict[str, torch.Tensor], int]:
+def _pinned_inputs(backend: EmbeddingBackend, batch: list[str], prompt: str, max_length: int | None) -> Features:
     """Tokenise into page-locked memory, so the copy to the accelerator can overlap with compute."""
-    features, cut = model.inputs(batch, prompt)
-    if model.device.type == "cuda":
-        features = {k: v.pin_memory() for k, v in features.items()}
-    return features, cut
-
-
-def default_device() -> str:
-    """``"cuda"`` when a CUDA GPU is visible, else ``"cpu"``."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is slower than fp32."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def auto_dtype(dtype: str, device: str | torch.device) -> str:
-    """Resolve ``"auto"``: bfloat16 on CUDA and on CPUs with native bfloat16, float32 elsewhere; others pass through."""
-    if dtype != "auto":
-        return dtype
-    return "bfloat16" if torch.device(device).type == "cuda" or cpu_has_bf16() else "float32"
-
-
-@contextmanager
-def quiet_transformers_bars() -> Iterator[None]:
-    """Hide transformers' per-call "Loading weights" / "Writing model shards" bars unless causal2vec logs at INFO.
-
-    causal2vec's own bars follow the same rule.
-    """
-    from transformers.utils import logging as hf_logging
-
-    if show_progress(None) or not hf_logging.is_progress_bar_enabled():
-        yield
-        return
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.enable_progress_bar()
+    features = backend.tokenize(batch, prompt, max_length=max_length)
+    if backend.device.type == "cuda":
+        for key, value in features.items():
+            features[key] = value.pin_memory()
+    return features

@@ -39,6 +39,18 @@ class SpecialTemplate:
         )
 
 
+class Features(dict[str, torch.Tensor]):
+    """A tokenised batch: the four ``(B, T)`` int64 tensors ``Causal2Vec.forward`` reads, keyed by argument name.
+
+    Like transformers' ``BatchEncoding``, it is a dict (so ``model(**features)`` works) that carries more:
+    ``truncated``, how many of its texts were cut to the token budgets.
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor], truncated: int = 0) -> None:
+        super().__init__(tensors)
+        self.truncated = truncated
+
+
 def _pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad rows of ids into ``(input_ids, attention_mask)``, both ``(B, T)`` int64."""
     width = max(len(r) for r in rows)
@@ -80,57 +92,74 @@ class InputBuilder:
             return []
         return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
 
-    def llm_row(self, text_ids: list[int], prompt_ids: list[int]) -> tuple[list[int], bool]:
+    def llm_row(self, text_ids: list[int], prompt_ids: list[int], max_length: int) -> tuple[list[int], bool]:
         """One LLM row ``[BOS?] [C] prompt text [EOS]`` (C as a pad-id placeholder) and whether it was cut."""
         fixed = len(self.llm_head) + 1 + len(prompt_ids) + len(self.llm_tail)
-        budget = self.config.llm_max_length - fixed
+        budget = max_length - fixed
         if budget < 0:
             raise ValueError(
-                f"the instruction takes {len(prompt_ids)} LLM tokens, more than llm_max_length="
-                f"{self.config.llm_max_length} leaves after the {fixed - len(prompt_ids)} special positions"
+                f"the instruction takes {len(prompt_ids)} LLM tokens, more than llm_max_length={max_length} leaves "
+                f"after the {fixed - len(prompt_ids)} special positions"
             )
         head = [*self.llm_head]
         head.insert(self.contextual_index, self.llm_pad_id)
         return [*head, *prompt_ids, *text_ids[:budget], *self.llm_tail], len(text_ids) > budget
 
-    def encoder_row(self, text_ids: list[int], prompt_ids: list[int]) -> tuple[list[int], bool]:
+    def encoder_row(self, text_ids: list[int], prompt_ids: list[int], max_length: int) -> tuple[list[int], bool]:
         """One encoder row ``prefix [prompt] text suffix`` and whether it was cut."""
         t = self.encoder_template
-        budget = self.config.encoder_max_length - len(t.prefix) - len(t.suffix) - len(prompt_ids)
+        budget = max_length - len(t.prefix) - len(t.suffix) - len(prompt_ids)
         if budget < 0:
             raise ValueError(
-                f"the instruction takes {len(prompt_ids)} encoder tokens, more than "
-                f"encoder_max_length={self.config.encoder_max_length} allows"
+                f"the instruction takes {len(prompt_ids)} encoder tokens, more than encoder_max_length={max_length} "
+                f"allows"
             )
         return [*t.prefix, *prompt_ids, *text_ids[:budget], *t.suffix], len(text_ids) > budget
 
-    def __call__(self, texts: list[str], prompt: str = "") -> tuple[dict[str, torch.Tensor], int]:
+    def budgets(self, max_length: int | None) -> tuple[int, int]:
+        """The encoder and LLM token budgets: the config's, capped at ``max_length`` when given.
+
+        Raises:
+            ValueError: If ``max_length`` is not an integer of at least 4.
+        """
+        cfg = self.config
+        if max_length is None:
+            return cfg.encoder_max_length, cfg.llm_max_length
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 4:
+            raise ValueError(f"max_length={max_length!r} must be an integer >= 4 (or None for the config's budgets)")
+        return min(cfg.encoder_max_length, max_length), min(cfg.llm_max_length, max_length)
+
+    def __call__(self, texts: list[str], prompt: str = "", max_length: int | None = None) -> Features:
         """Tokenise a batch.
 
         Args:
             texts: The texts.
             prompt: The instruction prefix, already formatted (``""`` for none).
+            max_length: Cap both token budgets at this many tokens (``None``: the config's budgets).
 
         Returns:
             The features (``encoder_input_ids``, ``encoder_attention_mask``, ``llm_input_ids``,
-            ``llm_attention_mask``, each ``(B, T)`` int64) and how many texts were truncated.
+            ``llm_attention_mask``, each ``(B, T)`` int64), with the number of truncated texts.
         """
+        encoder_budget, llm_budget = self.budgets(max_length)
         llm_prompt = self._ids(self.llm_tokenizer, [prompt])[0] if prompt else []
         enc_prompt = []
         if prompt and self.config.encoder_sees_instruction:
             enc_prompt = self._ids(self.encoder_tokenizer, [prompt])[0]
-        llm_rows = [self.llm_row(ids, llm_prompt) for ids in self._ids(self.llm_tokenizer, texts)]
-        enc_rows = [self.encoder_row(ids, enc_prompt) for ids in self._ids(self.encoder_tokenizer, texts)]
+        llm_rows = [self.llm_row(ids, llm_prompt, llm_budget) for ids in self._ids(self.llm_tokenizer, texts)]
+        enc_rows = [
+            self.encoder_row(ids, enc_prompt, encoder_budget) for ids in self._ids(self.encoder_tokenizer, texts)
+        ]
         truncated = sum(a[1] or b[1] for a, b in zip(llm_rows, enc_rows, strict=True))
         enc_ids, enc_mask = _pad_right([r for r, _ in enc_rows], self.encoder_pad_id)
         llm_ids, llm_mask = _pad_right([r for r, _ in llm_rows], self.llm_pad_id)
-        features = {
+        tensors = {
             "encoder_input_ids": enc_ids,
             "encoder_attention_mask": enc_mask,
             "llm_input_ids": llm_ids,
             "llm_attention_mask": llm_mask,
         }
-        return features, truncated
+        return Features(tensors, truncated)
 
 
 def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:

@@ -23,16 +23,10 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from causal2vec.config import Causal2VecConfig
-from causal2vec.encoding import (
-    QueryDocumentMethods,
-    Texts,
-    encode_texts,
-    normalize_embeddings,
-    quiet_transformers_bars,
-    resolve_dtype,
-)
-from causal2vec.layout import InputBuilder
+from causal2vec.encoding import QueryDocumentMethods, Texts, encode_texts, normalize_embeddings
+from causal2vec.layout import Features, InputBuilder
 from causal2vec.projector import CALIBRATION_TEXTS, Projector
+from causal2vec.runtime import check_device, quiet_transformers_bars, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -161,9 +155,10 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         """
         from causal2vec.checkpoint import load_checkpoint
 
+        target = check_device(device) if device is not None else None
         with quiet_transformers_bars():
             model = load_checkpoint(cls, str(name_or_path), dtype=resolve_dtype(dtype), **hub_kwargs)
-        return model.to(device) if device is not None else model
+        return model.to(target) if target is not None else model
 
     def save_pretrained(self, path: str | Path) -> None:
         """Save the model as a checkpoint folder, atomically (written aside, then renamed into place).
@@ -187,7 +182,7 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         table = self.llm.get_input_embeddings().weight.float()
         norms = table.norm(dim=-1)
         target = norms[norms > 0].mean().item()
-        features, _ = self.inputs(list(texts))
+        features = self.inputs(list(texts))
         features = {k: v.to(self.device) for k, v in features.items()}
         c = self.contextual_token(features["encoder_input_ids"], features["encoder_attention_mask"])
         factor = target / c.float().norm(dim=-1).mean().clamp(min=1e-12).item()
@@ -266,9 +261,18 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         """L2-normalise embeddings as ``config.normalization`` says (whole vector, or each half)."""
         return normalize_embeddings(embeddings, self.config)
 
-    def tokenize(self, texts: list[str], prompt: str = "") -> dict[str, torch.Tensor]:
-        """Tokenise texts into the inputs of :meth:`forward`; ``prompt`` is the formatted instruction prefix."""
-        return self.inputs(texts, prompt)[0]
+    def tokenize(self, texts: list[str], prompt: str = "", *, max_length: int | None = None) -> Features:
+        """Tokenise texts into the inputs of :meth:`forward`.
+
+        Args:
+            texts: The texts.
+            prompt: The formatted instruction prefix (``""`` for none).
+            max_length: Cap both token budgets at this many tokens (``None``: the config's budgets).
+
+        Returns:
+            The four tensors :meth:`forward` reads, with ``.truncated``, the number of texts cut to the budgets.
+        """
+        return self.inputs(texts, prompt, max_length)
 
     # ------------------------------------------------------------------ encode
 
@@ -288,6 +292,7 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         show_progress_bar: bool | None = None,
+        max_length: int | None = None,
     ) -> np.ndarray | torch.Tensor:
         """Embed texts.
 
@@ -303,19 +308,38 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
             batch_size: Texts per forward pass.
             normalize: L2-normalise (see ``config.normalization``); ``None`` follows ``config.normalize``.
             convert_to_tensor: Return a float32 CPU ``torch.Tensor`` instead of a float32 numpy array.
-            device: Move the model to this device first (it stays there).
-            dtype: Cast the model to ``float32``, ``bfloat16`` or ``float16`` first (it stays so).
+            device: Move the model to this device first. The move persists, as ``model.to(device)`` would: later
+                calls run there too.
+            dtype: Cast the model to ``float32``, ``bfloat16`` or ``float16`` first. The cast persists, as
+                ``model.to(dtype)`` would (casting back to float32 does not restore lost precision).
             show_progress_bar: Show a progress bar; ``None`` shows one when logging is at INFO or below.
+            max_length: Cap both token budgets at this many tokens for this call (``None``: the config's).
 
         Returns:
             Float32 embeddings, ``(n, embedding_dim)``, or ``(embedding_dim,)`` for a single string.
 
         Raises:
             TypeError: If ``texts`` or one of its items is not a string; the message names its index and type.
+            ValueError: If ``device`` is not available here, or ``dtype`` or ``batch_size`` is not allowed.
         """
         if device is not None or dtype is not None:
-            self.to(device=device, dtype=resolve_dtype(dtype) if dtype is not None else None)
-        return encode_texts(self, texts, instruction, batch_size, normalize, convert_to_tensor, show_progress_bar)
+            target = check_device(device) if device is not None else None
+            self.to(device=target, dtype=resolve_dtype(dtype) if dtype is not None else None)
+        training = self.training
+        self.eval()
+        try:
+            return encode_texts(
+                self,
+                texts,
+                instruction=instruction,
+                batch_size=batch_size,
+                normalize=normalize,
+                convert_to_tensor=convert_to_tensor,
+                show_progress_bar=show_progress_bar,
+                max_length=max_length,
+            )
+        finally:
+            self.train(training)
 
 
 def _load_component(

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from causal2vec.config import Causal2VecConfig
+from causal2vec.config import CONFIG_NAME, Causal2VecConfig
 from causal2vec.encoding import QueryDocumentMethods, Texts, encode_texts, normalize_embeddings
-from causal2vec.layout import InputBuilder
+from causal2vec.layout import Features, InputBuilder
+from causal2vec.runtime import require
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +32,7 @@ OUTPUT_NAME = "embeddings"
 
 def require_onnxruntime() -> Any:
     """Import onnxruntime, or fail with the command that installs it."""
-    try:
-        import onnxruntime
-    except ModuleNotFoundError as err:
-        raise ModuleNotFoundError(
-            "the ONNX backend needs onnxruntime: pip install 'causal2vec[onnx]' (or 'causal2vec[onnx-gpu]')"
-        ) from err
-    return onnxruntime
+    return require("onnxruntime", "onnx")
 
 
 def execution_providers(device: str) -> list[Any]:
@@ -66,9 +61,6 @@ class OnnxCausal2Vec(QueryDocumentMethods):
     Load one with :meth:`from_pretrained` from a checkpoint folder that holds ``onnx/model.onnx``.
     """
 
-    # Inputs are handed to onnxruntime as host arrays and the outputs come back to host memory.
-    device = torch.device("cpu")
-
     def __init__(
         self, session: Any, config: Causal2VecConfig, encoder_tokenizer: Any, llm_tokenizer: Any, embedding_dim: int
     ) -> None:
@@ -94,7 +86,7 @@ class OnnxCausal2Vec(QueryDocumentMethods):
                 f"--output {folder}"
             )
         ort = require_onnxruntime()
-        config = Causal2VecConfig.load(folder / "causal2vec_config.json")
+        config = Causal2VecConfig.load(folder / CONFIG_NAME)
         session = ort.InferenceSession(str(onnx_path), providers=execution_providers(device))
         names = tuple(i.name for i in session.get_inputs())
         if sorted(names) != sorted(INPUT_NAMES):
@@ -112,11 +104,21 @@ class OnnxCausal2Vec(QueryDocumentMethods):
         logger.info("loaded ONNX model %s on %s", onnx_path, session.get_providers()[0])
         return model
 
-    def eval(self) -> OnnxCausal2Vec:
-        """Nothing to switch: an exported graph is always in inference mode (kept for the shared encode loop)."""
-        return self
+    @property
+    def device(self) -> torch.device:
+        """Where the features go before :meth:`forward`: host memory, which onnxruntime reads its feeds from."""
+        return torch.device("cpu")
 
-    def __call__(self, **features: torch.Tensor) -> torch.Tensor:
+    @property
+    def dtype(self) -> torch.dtype:
+        """The graph computes and returns float32."""
+        return torch.float32
+
+    def tokenize(self, texts: list[str], prompt: str = "", *, max_length: int | None = None) -> Features:
+        """Tokenise texts exactly as the torch model does; see ``Causal2Vec.tokenize``."""
+        return self.inputs(texts, prompt, max_length)
+
+    def forward(self, **features: torch.Tensor) -> torch.Tensor:
         """Run one tokenised batch: ``(B, embedding_dim)`` float32 raw embeddings."""
         feeds = {name: np.ascontiguousarray(features[name].numpy()) for name in INPUT_NAMES}
         (embeddings,) = self.session.run([OUTPUT_NAME], feeds)
@@ -135,6 +137,16 @@ class OnnxCausal2Vec(QueryDocumentMethods):
         normalize: bool | None = None,
         convert_to_tensor: bool = False,
         show_progress_bar: bool | None = None,
+        max_length: int | None = None,
     ) -> np.ndarray | torch.Tensor:
         """Embed texts; the arguments and the result are those of ``Causal2Vec.encode`` (without device/dtype)."""
-        return encode_texts(self, texts, instruction, batch_size, normalize, convert_to_tensor, show_progress_bar)
+        return encode_texts(
+            self,
+            texts,
+            instruction=instruction,
+            batch_size=batch_size,
+            normalize=normalize,
+            convert_to_tensor=convert_to_tensor,
+            show_progress_bar=show_progress_bar,
+            max_length=max_length,
+        )

@@ -22,8 +22,8 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 from mteb.types import PromptType
 
 import causal2vec
-from causal2vec.corpus import Document
 from causal2vec.onnx_backend import ONNX_DIR
+from causal2vec.search.corpus import Document
 
 if TYPE_CHECKING:
     from mteb.abstasks.task_metadata import TaskMetadata
@@ -281,7 +281,7 @@ def _sentence_transformer(source: ModelSource, revision: str, device: str) -> Ab
     from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
     from sentence_transformers import SentenceTransformer  # a dependency of mteb
 
-    from causal2vec.encoding import quiet_transformers_bars
+    from causal2vec.runtime import quiet_transformers_bars
 
     with quiet_transformers_bars(), warnings.catch_warnings():
         # mteb 2.26 calls APIs that sentence-transformers 6.x and mteb itself deprecate; not the user's to act on

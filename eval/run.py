@@ -17,7 +17,7 @@ from typing import Any
 import mteb
 from mteb.abstasks.abstask import AbsTask
 
-from causal2vec.encoding import show_progress
+from causal2vec.runtime import show_progress
 from eval.models import Backend, ModelSource, load_encoder
 
 logger = logging.getLogger(__name__)

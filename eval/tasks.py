@@ -35,9 +35,8 @@ from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata, TaskType
 
-from causal2vec.assets import Article, bbc_news_articles
-from causal2vec.bbc import SPLIT_SEED, split_articles
-from causal2vec.corpus import Document, read_corpus
+from causal2vec.data.bbc import SPLIT_SEED, Article, bbc_news_articles, split_articles
+from causal2vec.search.corpus import Document, read_corpus
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from causal2vec.assets import bbc_news_articles
+from causal2vec.data.bbc import bbc_news_articles
 
 QUERIES = [
     "interest rates and inflation in the economy",

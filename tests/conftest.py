@@ -22,7 +22,7 @@ from transformers import (
 )
 
 from causal2vec import Causal2Vec, Causal2VecConfig
-from causal2vec.assets import bbc_news_articles
+from causal2vec.data.bbc import bbc_news_articles
 
 # LLM architectures and how their tokenizers treat special tokens: "bos" adds BOS (Llama, Mistral), "none" adds
 # nothing (GPT-2, Qwen2), "bos_eos" adds both (so EOS must not be appended twice).

@@ -6,8 +6,7 @@ from collections import Counter
 
 import pytest
 
-from causal2vec.assets import Article, bbc_news_articles
-from causal2vec.bbc import SPLITS, bbc_news_split, split_articles, unique_articles
+from causal2vec.data.bbc import SPLITS, Article, bbc_news_articles, bbc_news_split, split_articles, unique_articles
 
 
 @pytest.fixture(scope="module")

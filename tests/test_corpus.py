@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from causal2vec.corpus import Document, as_document, chunked, count_lines, read_corpus
+from causal2vec.search.corpus import Document, as_document, chunked, count_lines, read_corpus
 
 
 def test_jsonl_fields_and_extra_keys(tmp_path):

@@ -25,7 +25,7 @@ from mteb.results import TaskResult
 from mteb.types import PromptType
 
 from causal2vec import Causal2Vec
-from causal2vec.bbc import bbc_news_split
+from causal2vec.data.bbc import bbc_news_split
 from eval.cli import main
 from eval.models import Causal2VecEncoder, ModelSource, load_encoder, load_instructions, resolve_model
 from eval.tasks import LOCAL_TASKS

@@ -58,7 +58,7 @@ def _faiss_gpus() -> int:
 @pytest.mark.skipif(_faiss_gpus() < 1, reason="needs faiss-gpu (pip install 'causal2vec[search-gpu]') and a GPU")
 @pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat"])
 def test_faiss_gpu_index_matches_cpu(tmp_path, factory):
-    from causal2vec.index import SemanticIndex
+    from causal2vec.search.index import SemanticIndex
     from tests.test_index import HashEmbedder, docs
 
     cpu = SemanticIndex.build(tmp_path / "cpu", HashEmbedder(), docs(2000), factory=factory)

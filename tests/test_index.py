@@ -10,9 +10,9 @@ import faiss
 import numpy as np
 import pytest
 
-from causal2vec import faiss_index
-from causal2vec.corpus import Document
-from causal2vec.index import IndexBusyError, Manifest, SemanticIndex, _TrainingSpill
+from causal2vec.search import vectors as faiss_index
+from causal2vec.search.corpus import Document
+from causal2vec.search.index import IndexBusyError, Manifest, SemanticIndex, _TrainingSpill
 
 DIM = 16
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from causal2vec.cli import main
-from causal2vec.corpus import read_corpus
-from causal2vec.index import SemanticIndex
+from causal2vec.search.corpus import read_corpus
+from causal2vec.search.index import SemanticIndex
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Everything that touches FAISS: the only module that imports it, lazily.
+"""The vector store: everything that touches FAISS (the only module that imports it, lazily).
 
 Vectors are L2-normalised embeddings searched by inner product, so scores are cosine similarities. Every index
 carries 64-bit ids (the document store's row numbers): IVF indexes store them natively, the others are wrapped in an
@@ -14,20 +14,17 @@ from typing import Any
 
 import numpy as np
 
+from causal2vec.runtime import require
+
 logger = logging.getLogger(__name__)
 
-INSTALL_CPU = "pip install 'causal2vec[search]'"
 INSTALL_GPU = "pip install 'causal2vec[search-gpu]'"
 FACTORY_EXAMPLES = "'Flat', 'HNSW32', 'IVF1024,Flat', 'IVF4096,PQ96,RFlat'"
 
 
 def faiss_module() -> Any:
     """Import FAISS, or fail with the command that installs it."""
-    try:
-        import faiss
-    except ModuleNotFoundError as err:
-        raise ModuleNotFoundError(f"semantic search needs FAISS; install it with: {INSTALL_CPU}") from err
-    return faiss
+    return require("faiss", "search")
 
 
 def new_index(factory: str, dim: int) -> Any:
@@ -116,10 +113,28 @@ def min_train_size(index: Any) -> int:
     return max(ivf.nlist if ivf is not None else 1, 1)
 
 
-def train(index: Any, vectors: np.ndarray) -> None:
-    """Train an index (IVF centroids, PQ codebooks …) on a sample of vectors."""
-    logger.info("training the index on %d vectors", len(vectors))
-    index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+def train(index: Any, vectors: np.ndarray, factory: str) -> None:
+    """Train an index (IVF centroids, PQ codebooks …) on a sample of vectors.
+
+    Raises:
+        ValueError: If there are too few vectors for this index type (k-means needs a point per centroid: one per
+            IVF list, 256 per PQ sub-quantizer), naming the factory and types that would work.
+    """
+    n = len(vectors)
+    needed = min_train_size(index)
+    if n >= needed:
+        logger.info("training the index on %d vectors", n)
+        try:
+            index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+            return
+        except RuntimeError as err:  # FAISS checks the other minimums (PQ codebooks) itself, before training
+            reason = str(err).strip().splitlines()[-1]
+    else:
+        reason = f"it has {needed} IVF lists"
+    raise ValueError(
+        f"factory {factory!r} cannot be trained on {n} documents ({reason}). Index more documents, or choose "
+        f"fewer IVF lists (e.g. 'IVF{max(1, n // 39)},Flat'), no PQ, or 'Flat'"
+    )
 
 
 def add(index: Any, vectors: np.ndarray, ids: np.ndarray) -> None:
@@ -277,3 +292,69 @@ def to_cpu(index: Any) -> Any:
     """The CPU copy of an index (the index itself when it is on the CPU)."""
     faiss = faiss_module()
     return faiss.index_gpu_to_cpu(index) if is_gpu(index) else index
+
+
+class VectorStore:
+    """A FAISS index plus the ids of vectors it cannot remove (tombstones): what an index folder's vectors are.
+
+    HNSW and refined indexes cannot remove vectors, so a deleted document's vector stays and is skipped at search
+    time until :meth:`compact` rebuilds the index without it.
+    """
+
+    def __init__(self, index: Any, tombstones: np.ndarray | None = None) -> None:
+        self.index = index
+        self.tombstones = np.empty(0, dtype=np.int64) if tombstones is None else tombstones
+
+    @classmethod
+    def new(cls, factory: str, dim: int) -> VectorStore:
+        """An empty store for a FAISS factory string (see :func:`new_index`)."""
+        return cls(new_index(factory, dim))
+
+    @property
+    def live(self) -> int:
+        """Vectors that belong to live documents."""
+        return int(self.index.ntotal) - len(self.tombstones)
+
+    def needs_compaction(self, fraction: float) -> bool:
+        """Whether tombstones are more than ``fraction`` of the stored vectors."""
+        return len(self.tombstones) > fraction * max(int(self.index.ntotal), 1)
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Add vectors under the given ids."""
+        add(self.index, vectors, ids)
+
+    def remove(self, ids: np.ndarray) -> None:
+        """Remove vectors by id, or tombstone them where the index type cannot remove them."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if is_gpu(self.index):
+            self.index = remove_on_cpu(self.index, ids)
+        elif not remove(self.index, ids):
+            self.tombstones = np.union1d(self.tombstones, ids)
+
+    def forget_tombstones_not_in_index(self) -> None:
+        """Drop tombstones of vectors that never reached the index (replaced while waiting to train)."""
+        if len(self.tombstones):
+            self.tombstones = np.intersect1d(self.tombstones, ids_of(self.index))
+
+    def set_tombstones(self, live_ids: np.ndarray) -> None:
+        """Recompute the tombstones as every stored id that is not in ``live_ids`` (id-mapped indexes only)."""
+        self.tombstones = np.setdiff1d(ids_of(self.index), live_ids)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` (at most the live count) scores and ids per query, tombstones skipped; ids -1 pad."""
+        return search(self.index, queries, min(k, int(self.index.ntotal)), self.tombstones)
+
+    def compact(self, factory: str, dim: int) -> None:
+        """Rebuild the index without its tombstoned vectors (retraining trainable types on the survivors)."""
+        if len(self.tombstones) == 0:
+            return
+        ids, vectors = ids_of(self.index), vectors_of(self.index)
+        keep = ~np.isin(ids, self.tombstones)
+        logger.info("compacting: rebuilding the index over %d vectors, dropping %d", keep.sum(), (~keep).sum())
+        rebuilt = new_index(factory, dim)
+        vectors, ids = vectors[keep], ids[keep]
+        if not rebuilt.is_trained:
+            sample = np.random.default_rng(0).permutation(len(vectors))[: train_size(rebuilt)]
+            train(rebuilt, vectors[np.sort(sample)], factory)
+        add(rebuilt, vectors, ids)
+        self.index, self.tombstones = rebuilt, np.empty(0, dtype=np.int64)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from causal2vec.corpus import Document
+from causal2vec.search.corpus import Document
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -50,6 +50,39 @@ class StoredDocument:
     title: str | None
     text: str
     metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the document's id, its cosine ``score``, and its stored fields."""
+
+    id: str
+    score: float
+    title: str | None
+    text: str
+    metadata: dict[str, Any]
+
+    @classmethod
+    def of(cls, doc: StoredDocument, score: float) -> Hit:
+        """A hit for a stored document and its score."""
+        return cls(id=doc.id, score=float(score), title=doc.title, text=doc.text, metadata=doc.metadata)
+
+    def snippet(self, width: int = 200) -> str:
+        """The start of the text on one line, at most ``width`` characters.
+
+        Raises:
+            ValueError: If ``width`` is not a positive integer.
+        """
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(f"snippet width={width!r} must be a positive integer")
+        flat = " ".join(self.text.split())
+        return flat if len(flat) <= width else flat[: width - 1].rstrip() + "…"
+
+    def to_dict(self, snippet: int | None = None) -> dict[str, Any]:
+        """A JSON-ready dict; with ``snippet``, the text is cut to that many characters under ``snippet``."""
+        out: dict[str, Any] = {"id": self.id, "score": self.score, "title": self.title}
+        out.update({"snippet": self.snippet(snippet)} if snippet else {"text": self.text})
+        return {**out, "metadata": self.metadata}
 
 
 class DocumentStore:

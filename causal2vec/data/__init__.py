@@ -1,0 +1,1 @@
+"""Corpora the library reads offline: BBC News now, the training sources next."""

@@ -1,0 +1,441 @@
+"""``SemanticIndex``: build, open, change and search an index folder (the layout is in :mod:`.manifest`).
+
+Writes never touch what readers use: :meth:`SemanticIndex.add` and :meth:`SemanticIndex.delete` stage changes as
+the next generation under the writer lock, and :meth:`SemanticIndex.save` commits them by replacing the manifest.
+A handle that only reads notices a newer commit by another process and reloads before it searches.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from causal2vec.encoding import EmbeddingBackend, encode_texts
+from causal2vec.runtime import remove_stale_siblings, replace_dir, show_progress
+from causal2vec.search import ingest
+from causal2vec.search import vectors as faiss_vectors
+from causal2vec.search.corpus import Document
+from causal2vec.search.docstore import Hit, StoredDocument
+from causal2vec.search.manifest import (
+    DOCUMENTS,
+    MANIFEST,
+    Generations,
+    Manifest,
+    WriterLock,
+    index_max_length,
+    load_model,
+    model_identity,
+    write_vectors,
+)
+from causal2vec.search.vectors import VectorStore
+
+logger = logging.getLogger(__name__)
+
+
+class SemanticIndex:
+    """A semantic search index on disk: FAISS vectors, a SQLite document store and a manifest.
+
+    Make one with :meth:`build` (from a corpus, written atomically) or :meth:`create` (empty), open one with
+    :meth:`load`. :meth:`add` and :meth:`delete` stage changes, :meth:`save` commits them; until then other
+    processes see the previous state, and an error (or Ctrl-C) during :meth:`add` discards everything unsaved.
+
+    Example:
+        >>> from causal2vec import Causal2Vec, SemanticIndex
+        >>> model = Causal2Vec.from_pretrained("default")
+        >>> index = SemanticIndex.build("news.idx", model, [{"id": "1", "text": "Rates rise again"}])
+        >>> index.search("interest rates", k=5)[0].id
+        '1'
+    """
+
+    COMPACT_FRACTION = 0.2  # save() rebuilds an HNSW index once this share of its vectors belongs to deleted docs
+
+    def __init__(self, state: Generations, model: EmbeddingBackend | None) -> None:
+        self._state = state
+        self._model = model
+        self._load_options: dict[str, Any] = {}  # device and dtype of a model loaded from the manifest
+
+    path = property(lambda self: self._state.path, doc="The index folder.")
+    manifest = property(lambda self: self._state.manifest, doc="The committed :class:`Manifest`.")
+    store = property(lambda self: self._state.store, doc="The :class:`DocumentStore`.")
+    _vectors = property(lambda self: self._state.vectors)
+    _view = property(lambda self: self._state.view)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def create(
+        cls, path: str | Path, model: EmbeddingBackend, *, factory: str = "Flat", **kwargs: Any
+    ) -> SemanticIndex:
+        """Create an empty index folder for ``model``'s embeddings (atomically; see :meth:`build`)."""
+        path = Path(path)
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        return cls.build(path, model, [], factory=factory, **kwargs)
+
+    @classmethod
+    def build(
+        cls,
+        path: str | Path,
+        model: EmbeddingBackend,
+        documents: Iterable[Document | str | dict[str, Any]],
+        *,
+        factory: str = "Flat",
+        overwrite: bool = False,
+        gpu: bool = False,
+        max_length: int | None = None,
+        **add_kwargs: Any,
+    ) -> SemanticIndex:
+        """Build an index from a corpus, atomically: it is written in a hidden sibling folder and renamed into place.
+
+        Args:
+            path: Where the index goes.
+            model: The embedding model (its identity is recorded so that searches can load it again).
+            documents: Documents, strings, or dicts with ``text`` (and ``id``, ``title``, ``metadata``); streamed.
+            factory: A FAISS factory string: ``"Flat"`` (exact), ``"HNSW32"``, ``"IVF1024,Flat"``, ``"IVF4096,PQ96"``…
+            overwrite: Replace an existing index at ``path`` (only a semantic index is ever replaced).
+            gpu: Train, add and search on the GPUs (needs faiss-gpu); files are always written from a CPU copy.
+            max_length: Token budget of the model for this index's documents and queries (``None``: the model's).
+            **add_kwargs: Passed to :meth:`add` (``batch_size``, ``chunk_size``, ``on_duplicate`` …).
+
+        Raises:
+            FileExistsError: If ``path`` exists and ``overwrite`` is not set, or it is not an index.
+            IndexBusyError: If another process is writing to ``path``.
+            ValueError: If FAISS cannot build ``factory``, or a document is bad; nothing is left behind.
+        """
+        path = Path(path).absolute()
+        with WriterLock.acquire(path) as lock:
+            if path.exists() and not overwrite:
+                raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) or append to it")
+            if path.exists() and not (path / MANIFEST).is_file():
+                raise FileExistsError(f"refusing to overwrite {path}: it is not a semantic index (no {MANIFEST})")
+            remove_stale_siblings(path)
+            with replace_dir(path) as tmp:
+                manifest = Manifest.new(int(model.embedding_dim), factory, model_identity(model, max_length))
+                vectors = VectorStore.new(factory, manifest.dim)
+                write_vectors(vectors.index, tmp, manifest)
+                manifest.write(tmp)
+                state = Generations(tmp, manifest, vectors)
+                state.lock, state.owns_lock = lock, False
+                with cls(state, model) as built:
+                    if gpu:
+                        built.to_gpu()
+                    built.add(documents, **add_kwargs)
+                    built.save()
+        logger.info("built %s: %d documents", path, built.manifest.count)
+        # Reopen at the final place, keeping the vectors in memory rather than reading a second copy.
+        return cls(Generations(path, built.manifest, built._vectors), model)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        model: EmbeddingBackend | None = None,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        gpu: bool = False,
+    ) -> SemanticIndex:
+        """Open an index folder.
+
+        Args:
+            path: The index folder.
+            model: The model to embed queries with; by default the one named in the manifest, loaded on first use.
+            device: Device of a model loaded from the manifest (default: CUDA when available, else CPU).
+            dtype: Its dtype (default: the dtype that embedded the documents).
+            gpu: Move the FAISS index to the GPUs (needs faiss-gpu).
+
+        Raises:
+            FileNotFoundError: If the folder, its manifest, its vector file or its document store is missing.
+            ValueError: If a file is corrupt (checksums are verified), the parts disagree, or ``model``'s
+                dimension differs from the index's.
+        """
+        loaded = cls(Generations.open(Path(path).absolute()), None)
+        if model is not None:
+            loaded.model = model
+        loaded._load_options = {"device": device, "dtype": dtype}
+        if gpu:
+            loaded.to_gpu()
+        return loaded
+
+    def to_gpu(self) -> None:
+        """Move the FAISS index onto the GPUs (needs faiss-gpu; Flat and IVF types have GPU versions)."""
+        self._state.vectors.index = faiss_vectors.to_gpu(self._vectors.index)
+
+    def close(self) -> None:
+        """Discard unsaved changes and close the document store."""
+        self._state.discard()
+        self.store.close()
+
+    def __enter__(self) -> SemanticIndex:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ the model
+
+    @property
+    def model(self) -> EmbeddingBackend:
+        """The model that embeds queries: the one given, or the one the manifest names (loaded on first use)."""
+        if self._model is None:
+            self._model = load_model(self.manifest, **self._load_options)
+        return self._model
+
+    @model.setter
+    def model(self, model: EmbeddingBackend) -> None:
+        dim = int(model.embedding_dim)
+        if dim != self.manifest.dim:
+            raise ValueError(
+                f"the model embeds in {dim} dimensions but the index {self.path} holds {self.manifest.dim}-dimensional "
+                f"vectors (built with model {self.manifest.model!r}); use that model or rebuild the index"
+            )
+        name, sha, _ = model_identity(model)
+        if sha is not None and self.manifest.model_config_sha256 not in (None, sha):
+            logger.warning(
+                "model %r has a different config from the one that embedded this index's documents (%r); "
+                "scores may be meaningless", name, self.manifest.model,
+            )  # fmt: skip
+        self._model = model
+
+    def _embed(self, texts: list[str], instruction: str | None, batch_size: int, truncated: list[int]) -> np.ndarray:
+        """Embed with the index's token budget, counting truncated texts into ``truncated`` instead of logging."""
+        return encode_texts(
+            self.model,
+            texts,
+            instruction=instruction,
+            batch_size=batch_size,
+            show_progress_bar=False,
+            max_length=index_max_length(self.manifest),
+            on_truncated=lambda cut, _: truncated.append(cut),
+        )
+
+    # ------------------------------------------------------------------ reading
+
+    def __len__(self) -> int:
+        """Number of documents (including staged changes)."""
+        return self.store.count(self._view)
+
+    def get(self, ids: Sequence[str]) -> list[StoredDocument | None]:
+        """The stored documents for ``ids`` (``None`` where an id is not in the index)."""
+        self._state.refresh()
+        found = self.store.by_id([str(i) for i in ids], self._view)
+        return [found.get(str(i)) for i in ids]
+
+    def search(
+        self,
+        queries: str | Sequence[str],
+        k: int = 10,
+        *,
+        instruction: str | None = None,
+        batch_size: int = 32,
+        **params: int | None,
+    ) -> list[Hit] | list[list[Hit]]:
+        """Embed queries with the query instruction and return the ``k`` nearest documents of each.
+
+        Args:
+            queries: One query (returns a list of hits) or a list of queries (returns one list per query).
+            k: Hits per query; when the index holds fewer documents, all of them are returned.
+            instruction: Use this instruction instead of the model's query instruction.
+            batch_size: Queries per forward pass.
+            **params: ``nprobe`` (IVF lists to visit), ``ef_search`` (HNSW candidate list size) or ``k_factor``
+                (candidates per hit a refined ``…,RFlat`` index re-ranks exactly, default 16).
+
+        Raises:
+            ValueError: If a query is empty, ``k`` is not a positive integer, or a parameter does not apply.
+            TypeError: If a query is not a string.
+        """
+        single = isinstance(queries, str)
+        texts = [queries] if single else list(queries)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"queries[{i}] is {type(text).__name__}; each query must be a str")
+            if not text.strip():
+                raise ValueError("the query is empty" if single else f"queries[{i}] is empty")
+        _check_k(k)
+        if not texts:
+            return []
+        instruction = self.model.config.query_instruction if instruction is None else instruction
+        vectors = self._embed(texts, instruction, batch_size, truncated=[])
+        hits = self.search_vectors(np.atleast_2d(vectors), k, **params)
+        return hits[0] if single else hits
+
+    def search_vectors(
+        self, vectors: np.ndarray, k: int = 10, *, nprobe: int | None = None, ef_search: int | None = None,
+        k_factor: int | None = None,
+    ) -> list[list[Hit]]:  # fmt: skip
+        """Search with query vectors ``(n, dim)`` that are already embedded (and L2-normalised); see :meth:`search`."""
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        _check_k(k)
+        if vectors.shape[1] != self.manifest.dim:
+            raise ValueError(f"query vectors have dimension {vectors.shape[1]}; the index holds {self.manifest.dim}")
+        self._state.refresh()
+        faiss_vectors.set_search_parameters(self._vectors.index, nprobe, ef_search, k_factor)
+        if self._vectors.index.ntotal == 0:
+            return [[] for _ in vectors]
+        scores, vids = self._vectors.search(vectors, k)
+        docs = self.store.by_vid(vids[vids >= 0].tolist(), self._view)
+        return [
+            [Hit.of(docs[v], s) for s, v in zip(row_scores, row_vids, strict=True) if v in docs]
+            for row_scores, row_vids in zip(scores.tolist(), vids.tolist(), strict=True)
+        ]
+
+    def refresh(self) -> bool:
+        """Reload if another process committed since this handle read the index; returns whether it did.
+
+        Searches call it first, so a long-lived handle never answers from a generation whose documents are gone.
+        """
+        return self._state.refresh()
+
+    # ------------------------------------------------------------------ writing
+
+    def add(
+        self,
+        documents: Iterable[Document | str | dict[str, Any]],
+        *,
+        embeddings: np.ndarray | None = None,
+        on_duplicate: ingest.OnDuplicate = "error",
+        batch_size: int = 32,
+        chunk_size: int = 2048,
+        total: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> int:
+        """Embed and stage documents, streamed in chunks; :meth:`save` commits them.
+
+        Memory holds one chunk of texts and vectors at a time. An untrained index (IVF, PQ …) is trained on a
+        uniform random sample of the documents' vectors, which wait in a temporary file meanwhile.
+
+        Args:
+            documents: :class:`Document` objects, strings, or dicts with ``text`` and optionally ``id``, ``title``
+                and ``metadata``. Documents without an id get the string of their internal number.
+            embeddings: Precomputed ``(n, dim)`` embeddings of ``documents`` (then a sequence); skips the model.
+            on_duplicate: What an id that is already in the index (or repeats in the input) does: ``"error"``
+                (default: raise, staging nothing), ``"replace"`` (the new document wins), ``"skip"`` (the stored
+                one stays).
+            batch_size: Texts per forward pass of the model.
+            chunk_size: Documents read, embedded and stored at a time.
+            total: The number of documents, for the progress bar.
+            show_progress_bar: Show documents/s; ``None`` follows the log level.
+
+        Returns:
+            The number of documents staged.
+
+        Raises:
+            ValueError: For a duplicate id under ``on_duplicate="error"``, bad embeddings, or an untrainable corpus;
+                all unsaved changes are discarded (so they are on any other error, and on Ctrl-C).
+            IndexBusyError: If another process is writing to the index.
+        """
+        if on_duplicate not in ingest.ON_DUPLICATE:
+            raise ValueError(
+                f"on_duplicate={on_duplicate!r} is not supported; choose one of {list(ingest.ON_DUPLICATE)}"
+            )
+        if embeddings is not None:
+            documents = list(documents)
+            embeddings = np.asarray(embeddings, dtype=np.float32)
+            if embeddings.ndim != 2 or len(embeddings) != len(documents):
+                raise ValueError(f"embeddings have shape {embeddings.shape}; expected ({len(documents)}, dim)")
+            total = len(documents)
+        self._state.begin()
+        truncated: list[int] = []
+        bar = tqdm(total=total, unit="doc", desc="Indexing", disable=not show_progress(show_progress_bar))
+        try:
+            staged = self._stage(documents, embeddings, on_duplicate, batch_size, chunk_size, bar, truncated)
+        except BaseException:
+            self._state.discard()
+            raise
+        finally:
+            bar.close()
+        if sum(truncated):
+            budget = index_max_length(self.manifest)
+            logger.warning("%d of %d texts were truncated to the model's token budget%s", sum(truncated), staged,
+                           f" (max_length={budget})" if budget else "")  # fmt: skip
+        logger.info("staged %d documents in %s", staged, self.path)
+        return staged
+
+    def _stage(self, documents: Iterable[Any], embeddings: np.ndarray | None, on_duplicate: ingest.OnDuplicate,
+               batch_size: int, chunk_size: int, bar: tqdm, truncated: list[int]) -> int:  # fmt: skip
+        trained = self._vectors.index.is_trained
+        spill = None if trained else ingest.TrainingSpill(self.path, self._vectors.index, self.manifest.dim)
+        try:
+            staged = ingest.stage_stream(
+                documents, store=self.store, pending=self._view, dim=self.manifest.dim,
+                embed=lambda texts: self._embed(texts, None, batch_size, truncated),
+                add=self._vectors.add if spill is None else spill.write, delete=self._delete_vids,
+                embeddings=embeddings, on_duplicate=on_duplicate, chunk_size=chunk_size, bar=bar,
+            )  # fmt: skip
+            if spill is not None:
+                spill.train_and_add(self._vectors.index, self.store, self.manifest.factory)
+                self._vectors.forget_tombstones_not_in_index()
+        finally:
+            if spill is not None:
+                spill.close()
+        return staged
+
+    def delete(self, ids: Iterable[str], *, missing_ok: bool = False) -> int:
+        """Stage the deletion of documents by id; :meth:`save` commits it.
+
+        Raises:
+            KeyError: If an id is not in the index and ``missing_ok`` is not set; nothing is staged.
+            IndexBusyError: If another process is writing to the index.
+        """
+        ids = [str(i) for i in ids]
+        self._state.refresh()
+        found = self.store.live_vids(ids)
+        if missing := [i for i in dict.fromkeys(ids) if i not in found]:
+            if not missing_ok:
+                raise KeyError(f"{len(missing)} ids are not in the index: {ingest.preview(missing)}")
+            logger.info("%d ids to delete were not in the index", len(missing))
+        if found:
+            self._state.begin()
+            self._delete_vids([vid for vid, _ in found.values()])
+        return len(found)
+
+    def _delete_vids(self, vids: list[int]) -> None:
+        self.store.delete(vids, self._view)
+        self._vectors.remove(np.asarray(vids, dtype=np.int64))
+
+    def save(self, path: str | Path | None = None) -> None:
+        """Commit the staged changes: write the new vector file, then switch the manifest to it atomically.
+
+        Args:
+            path: Also write a copy of the committed index to this new folder (built aside, renamed into place).
+
+        Raises:
+            FileExistsError: If ``path`` already exists.
+        """
+        self._state.commit(self.COMPACT_FRACTION)
+        if path is not None and Path(path).absolute() != self.path:
+            self._copy_to(Path(path).absolute())
+
+    def _copy_to(self, path: Path) -> None:
+        with WriterLock.acquire(path):
+            if path.exists():
+                raise FileExistsError(f"{path} already exists; save a copy to a new folder")
+            with replace_dir(path) as tmp:
+                self.store.backup_to(tmp / DOCUMENTS)
+                copy = Manifest(**{**self.manifest.__dict__})
+                write_vectors(self._vectors.index, tmp, copy)
+                copy.write(tmp)
+        logger.info("saved a copy of %s to %s", self.path, path)
+
+    def discard(self) -> None:
+        """Drop all staged changes and return to the committed state."""
+        self._state.discard()
+
+    def compact(self) -> None:
+        """Rebuild an index that cannot remove vectors (HNSW, refined) without those of deleted documents.
+
+        :meth:`save` does it when they pass 20% of the index.
+        """
+        if len(self._vectors.tombstones):
+            self._state.begin()
+            self._vectors.compact(self.manifest.factory, self.manifest.dim)
+
+
+def _check_k(k: object) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k={k!r} must be a positive integer")

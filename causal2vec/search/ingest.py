@@ -1,0 +1,187 @@
+"""Ingestion, block by block: validate a chunk of documents, resolve duplicate ids, embed it, store it.
+
+Memory holds one chunk of texts and vectors at a time. Indexes that must be trained (IVF, PQ …) cannot take vectors
+before they are trained, so :class:`TrainingSpill` keeps the vectors in a temporary file and a uniform random
+training sample in memory until the stream ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from causal2vec.search import vectors as faiss_vectors
+from causal2vec.search.corpus import Document, as_document, chunked
+from causal2vec.search.docstore import DocumentStore
+
+logger = logging.getLogger(__name__)
+
+OnDuplicate = Literal["error", "replace", "skip"]
+ON_DUPLICATE = ("error", "replace", "skip")
+
+Embed = Callable[[list[str]], np.ndarray]  # document texts -> (n, dim) embeddings
+AddVectors = Callable[[np.ndarray, np.ndarray], None]  # (vectors, vids) -> None
+DeleteVids = Callable[[list[int]], None]
+
+
+def stage_stream(
+    documents: Iterable[Any],
+    *,
+    store: DocumentStore,
+    pending: int,
+    dim: int,
+    embed: Embed,
+    add: AddVectors,
+    delete: DeleteVids,
+    embeddings: np.ndarray | None,
+    on_duplicate: OnDuplicate,
+    chunk_size: int,
+    bar: tqdm,
+) -> int:
+    """Stage a stream of documents as generation ``pending``, one chunk at a time; returns how many were staged.
+
+    Args:
+        documents: Documents, strings or dicts (see :func:`causal2vec.search.corpus.as_document`).
+        store: The document store; rows are inserted as generation ``pending``.
+        pending: The generation being staged.
+        dim: The index's dimension, checked against every embedding.
+        embed: Embeds document texts (used when ``embeddings`` is ``None``).
+        add: Takes the chunk's normalised vectors and their store ids.
+        delete: Deletes the vectors and rows of replaced documents.
+        embeddings: Precomputed embeddings of ``documents``, row for row.
+        on_duplicate: ``"error"``, ``"replace"`` or ``"skip"`` for ids already stored or repeated in a chunk.
+        chunk_size: Documents per chunk.
+        bar: Progress, advanced by each chunk's size.
+    """
+    staged, offset = 0, 0
+    for chunk in chunked(documents, chunk_size):
+        docs = [as_document(item, f"documents[{offset + i}]") for i, item in enumerate(chunk)]
+        keep = resolve_duplicates(docs, store, on_duplicate, delete)
+        docs = [docs[i] for i in keep]
+        if embeddings is not None:
+            vectors = np.asarray(embeddings[offset : offset + len(chunk)], dtype=np.float32)[keep]
+        elif docs:
+            vectors = embed([d.embedding_text() for d in docs])
+        else:
+            vectors = np.empty((0, dim), dtype=np.float32)
+        vectors = normalised(np.asarray(vectors, dtype=np.float32), dim, offset)
+        add(vectors, store.insert(docs, pending))
+        staged += len(docs)
+        offset += len(chunk)
+        bar.update(len(chunk))
+    return staged
+
+
+def resolve_duplicates(
+    docs: list[Document], store: DocumentStore, on_duplicate: OnDuplicate, delete: DeleteVids
+) -> list[int]:
+    """Positions of ``docs`` to store, after ids repeated in the chunk or already stored are resolved.
+
+    Raises:
+        ValueError: Under ``"error"``, naming the repeated or stored ids; nothing is changed.
+    """
+    keep = dedupe_chunk(docs, on_duplicate)
+    existing = store.live_vids([docs[i].id for i in keep if docs[i].id is not None])
+    if existing and on_duplicate == "error":
+        raise ValueError(
+            f"{len(existing)} document ids are already in the index: {preview(list(existing))}; "
+            f"pass on_duplicate='replace' (--on-duplicate replace) to overwrite them, or 'skip' to keep them"
+        )
+    if existing and on_duplicate == "skip":
+        return [i for i in keep if docs[i].id not in existing]
+    if existing:
+        delete([vid for vid, _ in existing.values()])
+    return keep
+
+
+def dedupe_chunk(docs: list[Document], on_duplicate: OnDuplicate) -> list[int]:
+    """Positions to keep when ids repeat inside one chunk: error, keep the last (replace) or the first (skip)."""
+    last: dict[str, int] = {}
+    repeated: list[str] = []
+    for i, doc in enumerate(docs):
+        if doc.id is not None:
+            if doc.id in last:
+                repeated.append(doc.id)
+                if on_duplicate == "skip":
+                    continue
+            last[doc.id] = i
+    if repeated and on_duplicate == "error":
+        raise ValueError(f"document ids repeat in the input: {preview(repeated)}; ids must be unique")
+    chosen = set(last.values())
+    return [i for i, doc in enumerate(docs) if doc.id is None or i in chosen]
+
+
+def normalised(vectors: np.ndarray, dim: int, offset: int) -> np.ndarray:
+    """L2-normalised copies of a chunk's embeddings.
+
+    Raises:
+        ValueError: If their shape is not ``(n, dim)`` or a value is not finite, naming the chunk's first document.
+    """
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ValueError(
+            f"embeddings of documents from #{offset} have shape {vectors.shape}; the index needs (n, {dim})"
+        )
+    if not np.isfinite(vectors).all():
+        raise ValueError(f"embeddings of documents from #{offset} contain NaN or infinite values")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1)
+
+
+def preview(values: list[str], limit: int = 5) -> str:
+    """The first ``limit`` values, quoted, and how many more there are."""
+    shown = ", ".join(repr(v) for v in values[:limit])
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+
+class TrainingSpill:
+    """Vectors of an untrained index wait in a file while a reservoir keeps a uniform random training sample."""
+
+    def __init__(self, folder: Path, index: Any, dim: int, seed: int = 0) -> None:
+        self.dim, self.seen = dim, 0
+        self.sample = np.empty((faiss_vectors.train_size(index), dim), dtype=np.float32)
+        self.rng = np.random.default_rng(seed)
+        self.path = folder / f".spill-{os.getpid()}"
+        self.file = open(self.path, "w+b")  # noqa: SIM115 - closed by close()
+        self.ids: list[np.ndarray] = []
+
+    def write(self, vectors: np.ndarray, vids: np.ndarray) -> None:
+        """Append a chunk's vectors to the file and offer them to the training sample."""
+        self.file.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+        self.ids.append(vids)
+        # Reservoir sampling (Algorithm R), vectorised: row t replaces a random slot with probability size / (t + 1).
+        size, t = len(self.sample), self.seen + np.arange(len(vectors))
+        fill = t < size
+        self.sample[t[fill]] = vectors[fill]
+        slots = self.rng.integers(0, t[~fill] + 1) if (~fill).any() else np.empty(0, dtype=np.int64)
+        take = slots < size
+        self.sample[slots[take]] = vectors[~fill][take]
+        self.seen += len(vectors)
+
+    def train_and_add(self, index: Any, store: DocumentStore, factory: str, block: int = 8192) -> None:
+        """Train ``index`` on the sample, then add the spilled vectors whose documents are still alive.
+
+        Raises:
+            ValueError: If there are too few vectors to train this index type, naming types that would work.
+        """
+        if self.seen == 0:
+            return
+        faiss_vectors.train(index, self.sample[: min(self.seen, len(self.sample))], factory)
+        ids = np.concatenate(self.ids)
+        self.file.seek(0)
+        for start in range(0, len(ids), block):
+            count = min(block, len(ids) - start)
+            vectors = np.fromfile(self.file, dtype=np.float32, count=count * self.dim).reshape(count, self.dim)
+            block_ids = ids[start : start + count]
+            alive = np.isin(block_ids, store.vids_alive(block_ids))
+            faiss_vectors.add(index, vectors[alive], block_ids[alive])
+
+    def close(self) -> None:
+        """Remove the spill file."""
+        self.file.close()
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,392 @@
+"""The commit protocol of an index folder: the manifest, the writer lock, generations and checksums.
+
+An index is a folder::
+
+    manifest.json        the commit point: identity, model, dimension, factory, count, generation, checksum
+    documents.sqlite     id, title, text and metadata of every document (see causal2vec.search.docstore)
+    vectors.<g>.faiss    the FAISS index of generation g, ids = the store's row numbers
+
+and, beside it, ``.<name>.lock``: the lock every writer of the folder holds (first build, overwrite, append,
+delete, compact). It lives next to the folder rather than in it, so that an overwrite, which swaps in a new
+folder, is excluded by the same lock as an append to the old one.
+
+A writer stages its changes as generation ``g + 1``, writes ``vectors.<g+1>.faiss`` and then replaces
+``manifest.json`` atomically; readers never see a partial write. The manifest records a checksum of the vector file,
+verified whenever it is read, and a random ``index_id``, so a writer notices that the folder was replaced under it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from causal2vec.runtime import file_checksum, verify_checksum, write_atomic
+from causal2vec.search import vectors as faiss_vectors
+from causal2vec.search.docstore import DocumentStore
+from causal2vec.search.vectors import VectorStore
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DOCUMENTS = "documents.sqlite"
+
+
+class IndexBusyError(RuntimeError):
+    """Another process is writing to the index, or committed since this one loaded it."""
+
+
+@dataclass
+class Manifest:
+    """The description of an index folder, saved as ``manifest.json``; replacing it commits a write."""
+
+    dim: int  # embedding dimension
+    factory: str  # FAISS factory string, e.g. "Flat", "HNSW32", "IVF1024,PQ96"
+    model: str | None  # how the model loads: "default", a checkpoint folder, a hub id (None: not loadable)
+    model_config_sha256: str | None  # hash of the model's config as it embedded the documents
+    model_settings: dict[str, Any] = field(default_factory=dict)  # dtype and token budget used for documents
+    metric: str = "inner_product"  # on L2-normalised vectors: cosine similarity
+    generation: int = 0  # the committed generation (see causal2vec.search.docstore)
+    count: int = 0  # documents in the committed generation
+    tombstones: int = 0  # vectors of deleted documents still in an HNSW index (searches skip them)
+    vectors_file: str = "vectors.0.faiss"
+    vectors_checksum: str | None = None  # of vectors_file; None in indexes written before checksums were recorded
+    index_id: str = ""  # random, set when the folder is built: a replaced folder has another one
+    created: str = ""
+    updated: str = ""
+    format_version: int = FORMAT_VERSION
+
+    @classmethod
+    def new(cls, dim: int, factory: str, model: tuple[str | None, str | None, dict[str, Any]]) -> Manifest:
+        """The manifest of a new, empty index for a model identity ``(name, config hash, settings)``."""
+        now = _now()
+        return cls(dim, factory, *model, index_id=uuid.uuid4().hex, created=now, updated=now)
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        """Read and check ``folder/manifest.json``.
+
+        Raises:
+            FileNotFoundError: If the folder or its manifest is missing.
+            ValueError: If the manifest is not valid JSON, lacks fields, or comes from a newer format.
+        """
+        if not folder.is_dir():
+            raise FileNotFoundError(f"index folder {folder} does not exist")
+        path = folder / MANIFEST
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder} is not a semantic index: {MANIFEST} is missing")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"the index manifest {path} is corrupt ({err})") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"the index manifest {path} is corrupt: expected a JSON object")
+        if data.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+            raise ValueError(
+                f"{path} has format_version {data['format_version']}; this causal2vec reads up to {FORMAT_VERSION}. "
+                f"Upgrade causal2vec"
+            )
+        fields = dataclasses.fields(cls)
+        required = {f.name for f in fields if f.default is f.default_factory is dataclasses.MISSING}
+        if missing := sorted(required - data.keys()):
+            raise ValueError(f"the index manifest {path} is corrupt: it lacks {missing}")
+        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields}})
+
+    def write(self, folder: Path) -> None:
+        """Replace ``folder/manifest.json`` atomically (written aside, flushed, renamed): the commit point."""
+        self.updated = _now()
+        write_atomic(folder / MANIFEST, lambda f: f.write(json.dumps(dataclasses.asdict(self), indent=2) + "\n"))
+
+    def next_generation(self) -> Manifest:
+        """A copy for generation ``g + 1``, naming its vector file (its checksum is set once it is written)."""
+        generation = self.generation + 1
+        return dataclasses.replace(
+            self, generation=generation, vectors_file=f"vectors.{generation}.faiss", vectors_checksum=None
+        )
+
+
+def manifest_stamp(folder: Path) -> tuple[int, int] | None:
+    """A cheap fingerprint of the committed manifest (inode, mtime): every commit renames a new file into place."""
+    try:
+        st = os.stat(folder / MANIFEST)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def write_vectors(index: Any, folder: Path, manifest: Manifest) -> None:
+    """Write the vector file ``manifest`` names (aside, then renamed) and record its checksum in ``manifest``."""
+    path = folder / manifest.vectors_file
+    tmp = folder / f".{manifest.vectors_file}.tmp"
+    try:
+        faiss_vectors.write(index, tmp)
+        manifest.vectors_checksum = file_checksum(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_committed(folder: Path, attempts: int = 3) -> tuple[Manifest, Any]:
+    """The manifest and its vector file, checksum verified.
+
+    Re-reads when a writer commits (and removes the old vector file) between the two reads.
+
+    Raises:
+        FileNotFoundError: If the folder, the manifest or the vector file is missing.
+        ValueError: If one of them is corrupt; the message names the file.
+    """
+    for attempt in range(attempts):
+        manifest = Manifest.read(folder)
+        path = folder / manifest.vectors_file
+        try:
+            verify_checksum(path, manifest.vectors_checksum, "the index's vector file")
+            return manifest, faiss_vectors.read(path)
+        except (FileNotFoundError, ValueError):
+            if attempt == attempts - 1 or Manifest.read(folder).generation == manifest.generation:
+                raise
+    raise AssertionError("unreachable")
+
+
+def remove_leftovers(folder: Path, keep: str) -> None:
+    """Remove what a killed writer left in ``folder``: vector files other than ``keep``, temporary files, spills."""
+    for leftover in [*folder.glob("vectors.*.faiss"), *folder.glob(".*.tmp*"), *folder.glob(".spill-*")]:
+        if leftover.name != keep and leftover.is_file():
+            leftover.unlink()
+
+
+class WriterLock:
+    """The exclusive lock of an index's writers, on ``.<name>.lock`` beside the folder; held until released.
+
+    Example:
+        >>> with WriterLock.acquire(Path("news.idx")):
+        ...     ...  # build, overwrite, append, delete or compact news.idx
+    """
+
+    def __init__(self, handle: IO[str], path: Path) -> None:
+        self._handle: IO[str] | None = handle
+        self.path = path
+
+    @classmethod
+    def acquire(cls, folder: Path) -> WriterLock:
+        """Take the lock of ``folder`` without waiting.
+
+        Raises:
+            IndexBusyError: If another writer holds it.
+        """
+        folder = Path(folder).absolute()
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        path = folder.with_name(f".{folder.name}.lock")
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - the open file is the lock
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            handle.close()
+            raise IndexBusyError(f"another process is writing to {folder}; try again when it has finished") from err
+        return cls(handle, path)
+
+    def release(self) -> None:
+        """Release the lock (idempotent)."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> WriterLock:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+
+class Generations:
+    """The commit protocol of one open index folder: what is committed, what is staged, and who may write.
+
+    Holds the committed :class:`Manifest`, the in-memory :class:`VectorStore` and the :class:`DocumentStore`.
+    :meth:`begin` takes the writer lock and starts staging generation ``g + 1``; :meth:`commit` writes its vector
+    file and switches the manifest to it; :meth:`discard` returns to generation ``g``. :meth:`refresh` reloads a
+    reading handle after another process committed.
+    """
+
+    def __init__(self, path: Path, manifest: Manifest, vectors: VectorStore) -> None:
+        self.path, self.manifest, self.vectors = path, manifest, vectors
+        self.store = DocumentStore(path / DOCUMENTS)
+        self.stamp = manifest_stamp(path)
+        self.lock: WriterLock | None = None  # held while staging
+        self.owns_lock = True  # False while a build holds the lock of the folder this one will become
+        self.staging = False
+
+    @classmethod
+    def open(cls, path: Path) -> Generations:
+        """Open the committed state of an index folder, checksums verified.
+
+        Raises:
+            FileNotFoundError: If the folder, its manifest, vector file or document store is missing.
+            ValueError: If a file is corrupt or the parts disagree, naming the file.
+        """
+        manifest, index = read_committed(path)
+        if not (path / DOCUMENTS).is_file():
+            raise FileNotFoundError(f"the index's document store {path / DOCUMENTS} is missing")
+        opened = cls(path, manifest, VectorStore(index))
+        opened.check_consistency()
+        return opened
+
+    @property
+    def view(self) -> int:
+        """The generation a reader of this handle sees: the committed one, or the staged one while it writes."""
+        return self.manifest.generation + (1 if self.staging else 0)
+
+    def refresh(self) -> bool:
+        """Reload if another process committed since this handle read the folder; returns whether it did."""
+        stamp = manifest_stamp(self.path)
+        if self.staging or stamp == self.stamp:
+            return False
+        on_disk, index = read_committed(self.path)
+        if on_disk.index_id != self.manifest.index_id:  # the folder was rebuilt (overwrite): a new store file
+            self.store.close()
+            self.store = DocumentStore(self.path / DOCUMENTS)
+        gpu = faiss_vectors.is_gpu(self.vectors.index)
+        self.manifest, self.vectors, self.stamp = on_disk, VectorStore(index), stamp
+        self.check_consistency()
+        if gpu:
+            self.vectors.index = faiss_vectors.to_gpu(self.vectors.index)
+        logger.info("reloaded %s at generation %d (committed by another process)", self.path, on_disk.generation)
+        return True
+
+    def begin(self) -> None:
+        """Take the writer lock, check nobody committed or rebuilt the folder since, clear a killed writer's leftovers.
+
+        Raises:
+            IndexBusyError: If another process holds the lock, or changed the folder after this handle read it.
+        """
+        if self.staging:
+            return
+        self.refresh()
+        if self.lock is None:
+            self.lock = WriterLock.acquire(self.path)
+        on_disk = Manifest.read(self.path)
+        if (on_disk.index_id, on_disk.generation) != (self.manifest.index_id, self.manifest.generation):
+            self.end()
+            raise IndexBusyError(
+                f"{self.path} was changed by another writer (generation {on_disk.generation}, loaded "
+                f"{self.manifest.generation}, or the folder was rebuilt); load it again before writing"
+            )
+        if dropped := self.store.discard_pending(self.manifest.generation):
+            logger.warning("discarded %d documents left by an interrupted write to %s", dropped, self.path)
+        self.store.purge(self.manifest.generation)
+        remove_leftovers(self.path, keep=self.manifest.vectors_file)
+        self.staging = True
+
+    def commit(self, compact_fraction: float) -> None:
+        """Write the staged generation's vector file, then replace the manifest (the commit point)."""
+        if not self.staging:
+            return
+        if self.vectors.needs_compaction(compact_fraction):
+            self.vectors.compact(self.manifest.factory, self.manifest.dim)
+        old, m = self.manifest, self.manifest.next_generation()
+        m.count, m.tombstones = self.store.count(m.generation), len(self.vectors.tombstones)
+        if self.vectors.live != m.count:
+            raise RuntimeError(f"index inconsistency: {self.vectors.live} live vectors, {m.count} documents")
+        write_vectors(self.vectors.index, self.path, m)
+        m.write(self.path)
+        self.manifest, self.stamp = m, manifest_stamp(self.path)
+        (self.path / old.vectors_file).unlink(missing_ok=True)
+        self.store.purge(m.generation)
+        self.end()
+        logger.info("saved %s: generation %d, %d documents", self.path, m.generation, m.count)
+
+    def discard(self) -> None:
+        """Drop the staged changes: the store's pending rows, the vectors, temporary files; release the lock."""
+        if not self.staging:
+            return
+        self.store.discard_pending(self.manifest.generation)
+        gpu = faiss_vectors.is_gpu(self.vectors.index)
+        self.vectors = VectorStore(faiss_vectors.read(self.path / self.manifest.vectors_file))
+        self.check_consistency()
+        if gpu:
+            self.vectors.index = faiss_vectors.to_gpu(self.vectors.index)
+        remove_leftovers(self.path, keep=self.manifest.vectors_file)
+        self.end()
+
+    def end(self) -> None:
+        """Stop staging and release the lock this handle took."""
+        self.staging = False
+        if self.lock is not None and self.owns_lock:
+            self.lock.release()
+            self.lock = None
+
+    def check_consistency(self) -> None:
+        """Check the committed manifest, vectors and store against each other; recompute the tombstones.
+
+        Raises:
+            ValueError: If they disagree, with the counts of each.
+        """
+        m, index = self.manifest, self.vectors.index
+        if index.d != m.dim:
+            raise ValueError(f"{self.path}: the vector file holds {index.d}-d vectors, the manifest says {m.dim}")
+        stored = self.store.count(m.generation)
+        if stored != m.count or index.ntotal - m.tombstones != m.count:
+            raise ValueError(
+                f"{self.path} is inconsistent: the manifest counts {m.count} documents, the store {stored}, "
+                f"the vector file {index.ntotal} vectors ({m.tombstones} stale)"
+            )
+        if m.tombstones:
+            self.vectors.set_tombstones(self.store.vids(m.generation))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def model_identity(model: Any, max_length: int | None = None) -> tuple[str | None, str | None, dict[str, Any]]:
+    """How a model is recorded in a manifest: its name, a SHA-256 of its config, the settings that shaped its vectors.
+
+    The settings are the dtype and the token budget (``max_length``, ``None`` for the model's own).
+    """
+    name = getattr(model, "name_or_path", None)
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        return name, None, {}
+    data = {k: v for k, v in config.to_dict().items() if k != "checksums"}  # checksums name files, not the design
+    sha = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    settings: dict[str, Any] = {"max_length": max_length}
+    if (dtype := getattr(model, "dtype", None)) is not None:
+        settings["dtype"] = str(dtype).removeprefix("torch.")
+    return name, sha, settings
+
+
+def index_max_length(manifest: Manifest) -> int | None:
+    """The token budget that embedded an index's documents (older manifests recorded both budgets)."""
+    settings = manifest.model_settings
+    if "max_length" in settings:
+        return settings["max_length"]
+    budgets = [settings[k] for k in ("encoder_max_length", "llm_max_length") if k in settings]
+    return min(budgets) if budgets else None
+
+
+def load_model(manifest: Manifest, device: str | None = None, dtype: str | None = None) -> Any:
+    """Load the model a manifest names, in the dtype that embedded its documents unless ``dtype`` is given.
+
+    Raises:
+        ValueError: If the manifest names no loadable model.
+    """
+    if manifest.model is None:
+        raise ValueError(
+            "this index does not name a loadable model (it was built with a model that was never saved); "
+            "pass the model explicitly (SemanticIndex.load(path, model=...) or --model)"
+        )
+    from causal2vec.model import Causal2Vec
+    from causal2vec.runtime import auto_dtype, default_device
+
+    device = device or default_device()
+    dtype = auto_dtype(dtype or manifest.model_settings.get("dtype", "float32"), device)
+    logger.info("loading model %s (%s on %s) for queries", manifest.model, dtype, device)
+    return Causal2Vec.from_pretrained(manifest.model, device=device, dtype=dtype)

@@ -9,34 +9,46 @@ import sqlite3
 import faiss
 import numpy as np
 import pytest
+import torch
 
+from causal2vec import Causal2VecConfig
+from causal2vec.encoding import EmbeddingBackend
+from causal2vec.layout import Features
+from causal2vec.search import IndexBusyError, SemanticIndex
 from causal2vec.search import vectors as faiss_index
 from causal2vec.search.corpus import Document
-from causal2vec.search.index import IndexBusyError, Manifest, SemanticIndex, _TrainingSpill
+from causal2vec.search.ingest import TrainingSpill
+from causal2vec.search.manifest import Manifest
 
 DIM = 16
 
 
 class HashEmbedder:
-    """A deterministic stand-in model: each text maps to a fixed random unit vector (queries add an offset)."""
+    """A deterministic stand-in backend: each text maps to a fixed random unit vector.
+
+    It ignores instructions, so a query equal to a document's text finds that document with score 1.
+    """
 
     name_or_path = None
+    device = torch.device("cpu")
+    dtype = torch.float32
 
     def __init__(self, dim: int = DIM) -> None:
         self.embedding_dim = dim
+        self.config = Causal2VecConfig()
         self.calls: list[int] = []
 
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        self.calls.append(len(texts))
+    def embed(self, texts: list[str]) -> np.ndarray:
         seeds = [int.from_bytes(hashlib.sha256(t.encode()).digest()[:4], "little") for t in texts]
         out = np.stack([np.random.default_rng(s).standard_normal(self.embedding_dim) for s in seeds]).astype(np.float32)
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
-    def encode_document(self, texts: list[str], **_: object) -> np.ndarray:
-        return self._embed(texts)
+    def tokenize(self, texts: list[str], prompt: str = "", *, max_length: int | None = None) -> Features:
+        return Features({"rows": torch.from_numpy(self.embed(texts)) if texts else torch.empty(0, self.embedding_dim)})
 
-    def encode_query(self, texts: list[str], **_: object) -> np.ndarray:
-        return self._embed(texts)
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        self.calls.append(len(rows))
+        return rows
 
 
 def docs(n: int, start: int = 0, prefix: str = "d") -> list[dict]:
@@ -59,7 +71,7 @@ def exact_top_k(queries: np.ndarray, base: np.ndarray, k: int) -> np.ndarray:
 
 def faiss_live_ids(index: SemanticIndex) -> set[int]:
     """The ids the FAISS index would return: every stored id minus the vectors of deleted documents."""
-    vectors = index._vectors
+    vectors = index._vectors.index
     ivf = faiss_index.ivf_of(vectors)
     if hasattr(vectors, "id_map"):
         ids = faiss_index.ids_of(vectors)
@@ -71,7 +83,7 @@ def faiss_live_ids(index: SemanticIndex) -> set[int]:
             if invlists.list_size(i)
         ]
         ids = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-    return set(ids.tolist()) - set(index._tombstones.tolist())
+    return set(ids.tolist()) - set(index._vectors.tombstones.tolist())
 
 
 def assert_consistent(index: SemanticIndex, expected_ids: set[str]) -> None:
@@ -122,7 +134,7 @@ def test_pq_skips_polysemous_training_and_refinement_goes_deep():
 
 def test_ivf_is_trained_on_a_uniform_sample_of_the_stream(tmp_path):
     index = faiss_index.new_index("IVF16,Flat", 4)
-    spill = _TrainingSpill(tmp_path, index, 4, seed=0)
+    spill = TrainingSpill(tmp_path, index, 4, seed=0)
     spill.sample = np.empty((1000, 4), dtype=np.float32)
     for start in range(0, 20_000, 512):  # vectors carry their position, so the sample shows where it came from
         rows = np.arange(start, min(start + 512, 20_000), dtype=np.float32)
@@ -163,7 +175,7 @@ def test_faiss_and_sqlite_stay_consistent_through_append_and_delete(tmp_path, fa
     assert reloaded.manifest.count == len(expected)
     assert_consistent(reloaded, expected)
     for doc_id in ("d0", "d18", "d36"):
-        hits = reloaded.search_vectors(model.encode_document([f"T{doc_id[1:]}\ndocument number {doc_id[1:]}"]), k=5)
+        hits = reloaded.search_vectors(model.embed([f"T{doc_id[1:]}\ndocument number {doc_id[1:]}"]), k=5)
         assert doc_id not in {h.id for h in hits[0]}, f"deleted {doc_id} is still found"
     top = reloaded.search(["T2\ndocument number 2"], k=1)[0][0]
     assert (top.id, top.title) == ("d2", "T2")
@@ -176,10 +188,10 @@ def test_unremovable_deletions_are_compacted_once_they_pile_up(tmp_path, factory
     index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(200), factory=factory)
     index.delete([f"d{i}" for i in range(30)])
     index.save()
-    assert index.manifest.tombstones == 30 and index._vectors.ntotal == 200
+    assert index.manifest.tombstones == 30 and index._vectors.index.ntotal == 200
     index.delete([f"d{i}" for i in range(30, 50)])  # 50 of 200 > 20%: the save rebuilds the graph
     index.save()
-    assert index.manifest.tombstones == 0 and index._vectors.ntotal == 150
+    assert index.manifest.tombstones == 0 and index._vectors.index.ntotal == 150
     assert_consistent(SemanticIndex.load(tmp_path / "idx"), {f"d{i}" for i in range(50, 200)})
 
 
@@ -232,9 +244,9 @@ def test_the_corpus_is_streamed_in_chunks(tmp_path):
 
     model = HashEmbedder()
     seen_at_call: list[int] = []
-    original = model.encode_document
-    model.encode_document = lambda texts, **kw: (seen_at_call.append(pulled), original(texts))[1]
-    SemanticIndex.build(tmp_path / "idx", model, stream(), chunk_size=100)
+    original = model.forward
+    model.forward = lambda rows: (seen_at_call.append(pulled), original(rows))[1]
+    SemanticIndex.build(tmp_path / "idx", model, stream(), chunk_size=100, batch_size=1000)
     assert seen_at_call[0] == 100, "the whole corpus was read before embedding started"
     assert max(model.calls) == 100 and len(model.calls) == 10
 
@@ -259,7 +271,7 @@ def test_a_crash_during_save_leaves_the_previous_index(tmp_path, monkeypatch, cr
     with pytest.raises(OSError, match="disk full"):
         index.save()
     monkeypatch.undo()
-    index._release()  # the crashed process lets go of its lock
+    index._state.end()  # the crashed process lets go of its lock
 
     survivor = SemanticIndex.load(path, model=HashEmbedder())
     assert survivor.manifest.count == 50 and survivor.manifest.generation == 1
@@ -435,8 +447,13 @@ def test_search_loads_the_model_named_in_the_manifest(tmp_path, tiny_checkpoint,
 
 
 def test_truncation_is_reported_once_per_add(tmp_path, tiny_model, corpus, caplog):
+    truncated = sum(len(tiny_model.tokenize([t])["llm_input_ids"][0]) >= 128 for t in corpus[:12])
+    assert truncated >= 2, "the corpus sample should hold several over-long texts"
     with caplog.at_level("WARNING", logger="causal2vec"):
         SemanticIndex.build(tmp_path / "idx", tiny_model, corpus[:12], chunk_size=4)
-    messages = [r.getMessage() for r in caplog.records]
-    assert sum("texts were truncated" in m for m in messages) == 1, messages
-    assert "texts were also truncated in 2 later chunks (warnings not repeated)" in messages
+    messages = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert messages == [f"{truncated} of 12 texts were truncated to the model's token budget"], messages
+
+
+def test_the_stand_in_backend_satisfies_the_protocol(tiny_model):
+    assert isinstance(HashEmbedder(), EmbeddingBackend) and isinstance(tiny_model, EmbeddingBackend)

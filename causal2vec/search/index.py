@@ -288,6 +288,7 @@ class SemanticIndex:
         """Reload if another process committed since this handle read the index; returns whether it did.
 
         Searches call it first, so a long-lived handle never answers from a generation whose documents are gone.
+        Writes do not: a handle that writes after another process committed gets :class:`IndexBusyError`.
         """
         return self._state.refresh()
 
@@ -383,7 +384,6 @@ class SemanticIndex:
             IndexBusyError: If another process is writing to the index.
         """
         ids = [str(i) for i in ids]
-        self._state.refresh()
         found = self.store.live_vids(ids)
         if missing := [i for i in dict.fromkeys(ids) if i not in found]:
             if not missing_ok:

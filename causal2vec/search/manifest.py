@@ -6,9 +6,9 @@ An index is a folder::
     documents.sqlite     id, title, text and metadata of every document (see causal2vec.search.docstore)
     vectors.<g>.faiss    the FAISS index of generation g, ids = the store's row numbers
 
-and, beside it, ``.<name>.lock``: the lock every writer of the folder holds (first build, overwrite, append,
-delete, compact). It lives next to the folder rather than in it, so that an overwrite, which swaps in a new
-folder, is excluded by the same lock as an append to the old one.
+and, beside it while a writer works, ``.<name>.lock``: the lock every writer of the folder holds (first build,
+overwrite, append, delete, compact). It lives next to the folder rather than in it, so that an overwrite, which
+swaps in a new folder, is excluded by the same lock as an append to the old one.
 
 A writer stages its changes as generation ``g + 1``, writes ``vectors.<g+1>.faiss`` and then replaces
 ``manifest.json`` atomically; readers never see a partial write. The manifest records a checksum of the vector file,
@@ -186,17 +186,21 @@ class WriterLock:
         folder = Path(folder).absolute()
         folder.parent.mkdir(parents=True, exist_ok=True)
         path = folder.with_name(f".{folder.name}.lock")
-        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - the open file is the lock
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            handle.close()
-            raise IndexBusyError(f"another process is writing to {folder}; try again when it has finished") from err
-        return cls(handle, path)
+        while True:
+            handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - the open file is the lock
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as err:
+                handle.close()
+                raise IndexBusyError(f"another process is writing to {folder}; try again when it has finished") from err
+            if _same_file(handle, path):
+                return cls(handle, path)
+            handle.close()  # the holder released and removed the file between our open and our lock: try again
 
     def release(self) -> None:
-        """Release the lock (idempotent)."""
+        """Release the lock and remove its file (idempotent); the file is removed while still locked."""
         if self._handle is not None:
+            self.path.unlink(missing_ok=True)
             self._handle.close()
             self._handle = None
 
@@ -269,7 +273,6 @@ class Generations:
         """
         if self.staging:
             return
-        self.refresh()
         if self.lock is None:
             self.lock = WriterLock.acquire(self.path)
         on_disk = Manifest.read(self.path)
@@ -277,7 +280,7 @@ class Generations:
             self.end()
             raise IndexBusyError(
                 f"{self.path} was changed by another writer (generation {on_disk.generation}, loaded "
-                f"{self.manifest.generation}, or the folder was rebuilt); load it again before writing"
+                f"{self.manifest.generation}, or the folder was rebuilt); refresh() or load it again before writing"
             )
         if dropped := self.store.discard_pending(self.manifest.generation):
             logger.warning("discarded %d documents left by an interrupted write to %s", dropped, self.path)
@@ -340,6 +343,14 @@ class Generations:
             )
         if m.tombstones:
             self.vectors.set_tombstones(self.store.vids(m.generation))
+
+
+def _same_file(handle: IO[str], path: Path) -> bool:
+    """Whether ``path`` still names the file ``handle`` has open (lock files are removed on release)."""
+    try:
+        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _now() -> str:

@@ -129,11 +129,12 @@ def train(index: Any, vectors: np.ndarray, factory: str) -> None:
             return
         except RuntimeError as err:  # FAISS checks the other minimums (PQ codebooks) itself, before training
             reason = str(err).strip().splitlines()[-1]
+        problem = f"cannot be trained on {n} documents ({reason})"
     else:
-        reason = f"it has {needed} IVF lists"
+        problem = f"needs at least {needed} documents to train on; got {n}"
     raise ValueError(
-        f"factory {factory!r} cannot be trained on {n} documents ({reason}). Index more documents, or choose "
-        f"fewer IVF lists (e.g. 'IVF{max(1, n // 39)},Flat'), no PQ, or 'Flat'"
+        f"factory {factory!r} {problem}. Index more documents, or choose fewer IVF lists "
+        f"(e.g. 'IVF{max(1, n // 39)},Flat'), no PQ, or 'Flat'"
     )
 
 

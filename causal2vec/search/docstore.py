@@ -215,20 +215,33 @@ class DocumentStore:
             target.close()
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self.db)
+        return _Transaction(self.db, self.path)
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` on an exception."""
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` on an exception.
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    SQLite's own write failures (a full disk, a read-only file) become ``OSError`` naming the store, as the other
+    files' write failures are.
+    """
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self.db, self.path = db, path
 
     def __enter__(self) -> None:
         self.db.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, *_: object) -> None:
+        try:
+            if exc_type is None:
+                self.db.execute("COMMIT")
+                return
+        except sqlite3.OperationalError as err:
+            exc = err
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.OperationalError):
+            raise OSError(f"could not write the document store {self.path}: {exc}") from exc
 
 
 def _parts(values: list[Any]) -> Iterable[list[Any]]:

@@ -84,6 +84,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 log = logging.getLogger("bench.search")
 
@@ -192,7 +193,7 @@ def build(factory: str, data: Synthetic, n: int) -> tuple[Any, float]:
         sample = data.head(min(faiss_index.train_size(index), n))
         log.info("%s: training on %d vectors", factory, len(sample))
         start = time.perf_counter()
-        faiss_index.train(index, sample)
+        faiss_index.train(index, sample, factory)
         seconds += time.perf_counter() - start
         del sample
     for first, block in data.blocks(n):
@@ -401,18 +402,30 @@ def corpus_lines(n: int, seed: int) -> Iterator[str]:
 
 
 class HashEmbedder:
-    """A stand-in model: deterministic, normalised pseudo-random vectors seeded by a hash of each text."""
+    """A stand-in backend: deterministic, normalised pseudo-random vectors seeded by a hash of each text.
+
+    It satisfies ``causal2vec.encoding.EmbeddingBackend``, so the index embeds through the library's batch loop.
+    """
 
     embedding_dim = DIM
     name_or_path = None
+    device = torch.device("cpu")
+    dtype = torch.float32
 
-    def encode_document(self, texts: list[str], **_: Any) -> np.ndarray:
-        """One vector per text."""
-        return self._vectors(texts)
+    def __init__(self) -> None:
+        from causal2vec import Causal2VecConfig
 
-    def encode_query(self, texts: list[str], **_: Any) -> np.ndarray:
-        """One vector per text."""
-        return self._vectors(texts)
+        self.config = Causal2VecConfig()
+
+    def tokenize(self, texts: list[str], prompt: str = "", *, max_length: int | None = None) -> Any:
+        """The vectors themselves, as the one feature."""
+        from causal2vec.layout import Features
+
+        return Features({"rows": torch.from_numpy(self._vectors(texts))})
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        """The vectors, unchanged."""
+        return rows
 
     @staticmethod
     def _vectors(texts: list[str]) -> np.ndarray:

@@ -1,90 +1,170 @@
 """The ``causal2vec`` console command.
 
-Each subcommand is a plain function that takes the parsed namespace and returns an exit code; :func:`main`
-is what the console script and the tests call.
+Each subcommand has a parser helper (``_add_encode_parser`` …) and a handler: a plain function that takes the
+parsed namespace and returns an exit code. :func:`main` is what the console script and the tests call.
+
+One convention holds for every subcommand that loads a model:
+
+- ``--model``, ``--device``, ``--dtype`` and ``--max-length`` are declared once (:func:`_add_model_options`);
+- the device is CUDA when available, else the CPU; ``--dtype auto`` is bfloat16 on CUDA and on CPUs with native
+  bfloat16, float32 elsewhere, and for an existing index the dtype that embedded its documents;
+- token budgets are passed to the library as arguments, never set on a model's config;
+- input files are read by :func:`causal2vec.search.corpus.read_corpus` (JSONL, TSV or one text per line).
+
+A bad input (:class:`UsageError`, or a library error about what the user gave: ``ValueError``, ``OSError``, a busy
+index, a missing optional package) exits with status 2 and one line on stderr; Ctrl-C exits with 130 and says what
+was left unchanged. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import sqlite3
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
 import numpy as np
 
-from causal2vec.search.index import IndexBusyError
+from causal2vec.runtime import auto_dtype, check_device, default_device, write_atomic
+from causal2vec.search import IndexBusyError, SemanticIndex
+from causal2vec.search.corpus import FORMATS, Document, count_lines, read_corpus
+from causal2vec.search.manifest import Manifest
 
-logger = logging.getLogger("causal2vec.cli")
+OUTPUT_FORMATS = {".npy": "npy", ".jsonl": "jsonl"}  # output suffix → format of `causal2vec encode -o`
+DTYPE_CHOICES = ["auto", "float32", "bfloat16", "float16"]
+INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it
 
 
-def read_texts(stream: TextIO, jsonl: bool, source: str) -> tuple[list[str], list[object]]:
-    """Read texts, one per line or one JSON object with a ``text`` field per line.
+class UsageError(Exception):
+    """A bad command-line input; :func:`main` reports it in one line and exits with status 2."""
 
-    Returns:
-        The texts, and their ids (the JSONL ``id`` field, else the 0-based line number among texts).
+
+def positive_int(value: str) -> int:
+    """An argparse ``type`` for counts and sizes (``--batch-size 32``, ``-k 10``): a whole number of 1 or more.
 
     Raises:
-        ValueError: Naming the line of a bad JSON record.
+        argparse.ArgumentTypeError: Naming the value; argparse adds the flag.
     """
-    texts, ids = [], []
-    for lineno, line in enumerate(_lines(stream), start=1):
-        if not jsonl:
-            ids.append(len(texts))
-            texts.append(line)
-            continue
-        if not line.strip():
-            continue
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer; give a whole number of 1 or more")
+    return number
+
+
+# ---------------------------------------------------------------------- the model options every command shares
+
+
+def _device(args: argparse.Namespace) -> str:
+    """``--device``, checked against this torch; by default CUDA when available, else the CPU."""
+    try:
+        return str(check_device(args.device or default_device()))
+    except ValueError as err:
+        raise UsageError(f"--device: {err}") from err
+
+
+def _load_model(args: argparse.Namespace, name: str, device: str, index_dtype: str | None = None) -> Any:
+    """Load ``name`` on ``device`` in ``--dtype``; ``auto`` is ``index_dtype`` when given, else the device's."""
+    from causal2vec import Causal2Vec
+
+    dtype = args.dtype if args.dtype != "auto" else auto_dtype(index_dtype or "auto", device)
+    return Causal2Vec.from_pretrained(name, device=device, dtype=dtype)
+
+
+def _open_index(args: argparse.Namespace, device: str) -> SemanticIndex:
+    """Open ``--index`` for search or append, with ``--model`` (in the index's dtype unless ``--dtype``) if given."""
+    if args.max_length is not None:
+        raise UsageError(
+            f"--max-length {args.max_length}: the token budget is chosen when an index is built; {args.index} embeds "
+            f"its documents and queries with the one recorded then. Rebuild it with --overwrite to change it"
+        )
+    index = SemanticIndex.load(
+        args.index, device=device, dtype=None if args.dtype == "auto" else args.dtype, gpu=args.gpu
+    )
+    if args.model is not None:
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{source}:{lineno}: not valid JSON ({err.msg})") from err
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise ValueError(f"{source}:{lineno}: each JSONL record needs a string 'text' field")
-        ids.append(record.get("id", len(texts)))
-        texts.append(record["text"])
+            index.model = _load_model(args, args.model, device, index.manifest.model_settings.get("dtype"))
+        except BaseException:
+            index.close()
+            raise
+    return index
+
+
+# ---------------------------------------------------------------------- encode
+
+
+def read_texts(path: str, fmt: str = "auto") -> tuple[list[str], list[str | int]]:
+    """Read the texts to embed with the corpus reader (JSONL, TSV or one text per line; ``"-"`` = stdin).
+
+    Returns:
+        The texts as the index embeds them (a title, a newline, the text; or the text alone), and their ids: the
+        document's id, else its 0-based position among the texts.
+
+    Raises:
+        ValueError: For a malformed record, naming the file and line.
+        FileNotFoundError: If the file does not exist.
+    """
+    texts: list[str] = []
+    ids: list[str | int] = []
+    for position, doc in enumerate(read_corpus(path, fmt)):
+        texts.append(doc.embedding_text())
+        ids.append(position if doc.id is None else doc.id)
     return texts, ids
 
 
-def _lines(stream: TextIO) -> Iterator[str]:
-    for line in stream:
-        yield line.rstrip("\n").rstrip("\r")
+def output_format(output: Path, requested: str | None = None) -> str:
+    """The format of ``encode -o``, from its suffix (``.npy`` or ``.jsonl``).
+
+    Raises:
+        UsageError: If ``output`` is a folder, has another suffix, or disagrees with ``requested`` (``--format``).
+    """
+    if output.is_dir():
+        raise UsageError(f"-o {output} is a folder; give a file name, e.g. {output / 'emb.npy'}")
+    fmt = OUTPUT_FORMATS.get(output.suffix.lower())
+    if fmt is None:
+        raise UsageError(
+            f"-o {output}: unknown output suffix {output.suffix or '(none)'!r}; use .npy (a float32 (n, dim) array) "
+            f"or .jsonl (one {{id, embedding}} object per line)"
+        )
+    if requested is not None and requested != fmt:
+        raise UsageError(f"--format {requested} does not match -o {output}; name the file e.g. emb.{requested}")
+    return fmt
 
 
-def write_embeddings(embeddings: np.ndarray, ids: list[object], output: Path, fmt: str) -> None:
-    """Write embeddings as ``.npy`` (float32, ``(n, dim)``) or ``.jsonl`` (``{"id", "embedding"}`` per line)."""
+def write_embeddings(embeddings: np.ndarray, ids: Sequence[object], output: Path, fmt: str) -> None:
+    """Write embeddings as ``.npy`` (float32, ``(n, dim)``) or ``.jsonl`` (``{"id", "embedding"}`` per line).
+
+    The file is written aside and renamed into place: an interrupted write leaves ``output`` as it was.
+    """
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
     if fmt == "npy":
-        with open(tmp, "wb") as f:
-            np.save(f, embeddings)
-    else:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for id_, row in zip(ids, embeddings, strict=True):
-                f.write(json.dumps({"id": id_, "embedding": [float(x) for x in row]}) + "\n")
-    tmp.replace(output)
+        write_atomic(output, lambda f: np.save(f, embeddings), binary=True)
+        return
+
+    def write_jsonl(f: IO[str]) -> None:
+        for id_, row in zip(ids, embeddings, strict=True):
+            f.write(json.dumps({"id": id_, "embedding": [float(x) for x in row]}) + "\n")
+
+    write_atomic(output, write_jsonl)
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
     """``causal2vec encode``: embed texts from a file or stdin and write ``.npy`` or ``.jsonl``."""
-    from causal2vec import Causal2Vec
-
-    source = "<stdin>" if args.input == "-" else args.input
-    jsonl = args.input_format == "jsonl" or (args.input_format == "auto" and source.endswith(".jsonl"))
-    if args.input == "-":
-        texts, ids = read_texts(sys.stdin, jsonl, source)
-    else:
-        with open(args.input, encoding="utf-8") as f:
-            texts, ids = read_texts(f, jsonl, source)
-    fmt = args.format or ("jsonl" if args.output.suffix == ".jsonl" else "npy")
-    model = Causal2Vec.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    if args.max_length is not None:
-        model.config.llm_max_length = model.config.encoder_max_length = args.max_length
-    kwargs = {"batch_size": args.batch_size, "show_progress_bar": not args.quiet}
+    fmt = output_format(args.output, args.format)
+    device = _device(args)
+    texts, ids = read_texts(args.input, args.input_format)
+    if not texts:
+        raise UsageError(f"{'<stdin>' if args.input == '-' else args.input}: no texts to embed")
+    model = _load_model(args, args.model, device)
+    kwargs = {"batch_size": args.batch_size, "show_progress_bar": not args.quiet, "max_length": args.max_length}
     if args.query:
         embeddings = model.encode_query(texts, instruction=args.instruction, **kwargs)
     elif args.instruction:
@@ -96,24 +176,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(name: str, args: argparse.Namespace, auto: str = "auto") -> Any:
-    """Load ``name`` with the command's device, dtype (``auto``: this one) and token budget options."""
-    from causal2vec import Causal2Vec
-    from causal2vec.runtime import auto_dtype, default_device
-
-    device = args.device or default_device()
-    dtype = auto_dtype(auto if args.dtype == "auto" else args.dtype, device)
-    model = Causal2Vec.from_pretrained(name, device=device, dtype=dtype)
-    if args.max_length is not None:
-        model.config.llm_max_length = model.config.encoder_max_length = args.max_length
-    return model
+# ---------------------------------------------------------------------- index, search, delete
 
 
 def cmd_index(args: argparse.Namespace) -> int:
     """``causal2vec index``: embed a corpus into a new index folder, or append to one (``--append``)."""
-    from causal2vec.search.corpus import count_lines, read_corpus
-    from causal2vec.search.index import SemanticIndex
-
+    device = _device(args)
     documents = read_corpus(args.corpus, args.format)
     options = {
         "batch_size": args.batch_size,
@@ -123,25 +191,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         "show_progress_bar": not args.quiet,
     }
     start = time.perf_counter()
-    if args.append and args.max_length is not None and args.model is None:
-        raise ValueError("--max-length with --append needs --model: the index's own model keeps its token budgets")
-    if args.append:
-        index = SemanticIndex.load(args.index, device=args.device, dtype=None if args.dtype == "auto" else args.dtype)
-        if args.model is not None:
-            index.model = _load_model(args.model, args, index.manifest.model_settings.get("dtype", "auto"))
-        if args.gpu:
-            index.to_gpu()
-        with index:
-            added = index.add(documents, **options)
-            index.save()
-    else:
-        model = _load_model(args.model or "default", args)
-        with SemanticIndex.build(
-            args.index, model, documents, factory=args.factory, overwrite=args.overwrite, gpu=args.gpu, **options
-        ) as index:
-            added = index.manifest.count
+    added, m = (_append if args.append else _build)(args, device, documents, options)
     seconds = time.perf_counter() - start
-    m = index.manifest
     print(
         f"{'appended' if args.append else 'indexed'} {added} documents in {seconds:.1f} s "
         f"({added / seconds:.1f} docs/s); {args.index} now holds {m.count} ({m.factory}, {m.dim}-d)"
@@ -149,23 +200,38 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build(
+    args: argparse.Namespace, device: str, documents: Iterable[Document], options: dict[str, Any]
+) -> tuple[int, Manifest]:
+    """Build ``--index`` from the corpus; returns the documents indexed and the committed manifest."""
+    model = _load_model(args, args.model or "default", device)
+    with SemanticIndex.build(
+        args.index, model, documents, factory=args.factory, overwrite=args.overwrite, gpu=args.gpu,
+        max_length=args.max_length, **options,
+    ) as index:  # fmt: skip
+        return index.manifest.count, index.manifest
+
+
+def _append(
+    args: argparse.Namespace, device: str, documents: Iterable[Document], options: dict[str, Any]
+) -> tuple[int, Manifest]:
+    """Append the corpus to ``--index``; returns the documents added and the committed manifest."""
+    with _open_index(args, device) as index:
+        added = index.add(documents, **options)
+        index.save()
+        return added, index.manifest
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     """``causal2vec search``: the nearest documents of one or more queries."""
-    from causal2vec.search.index import SemanticIndex
-
     queries = list(args.query)
     if args.queries:
         queries += _nonblank_lines(args.queries)
     if not queries:
-        raise ValueError("no query: give one as an argument or a file with --queries")
+        raise UsageError("no query: give one as an argument or a file with --queries")
     if empty := [i for i, q in enumerate(queries, start=1) if not q.strip()]:
-        raise ValueError(f"query {empty[0]} is empty; every query needs some text")
-    index = SemanticIndex.load(
-        args.index, device=args.device, dtype=None if args.dtype == "auto" else args.dtype, gpu=args.gpu
-    )
-    with index:
-        if args.model is not None:
-            index.model = _load_model(args.model, args, index.manifest.model_settings.get("dtype", "auto"))
+        raise UsageError(f"query {empty[0]} is empty; every query needs some text")
+    with _open_index(args, _device(args)) as index:
         params = {"nprobe": args.nprobe, "ef_search": args.ef_search, "k_factor": args.k_factor}
         results = index.search(queries, k=args.k, **params)
     for query, hits in zip(queries, results, strict=True):
@@ -183,15 +249,16 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     """``causal2vec delete``: remove documents from an index by id."""
-    from causal2vec.search.index import SemanticIndex
-
     ids = list(args.ids)
     if args.ids_file:
         ids += _nonblank_lines(args.ids_file)
     if not ids:
-        raise ValueError("no ids to delete: give them as arguments or in a file with --ids-file")
+        raise UsageError("no ids to delete: give them as arguments or in a file with --ids-file")
     with SemanticIndex.load(args.index) as index:
-        deleted = index.delete(ids, missing_ok=args.missing_ok)
+        try:
+            deleted = index.delete(ids, missing_ok=args.missing_ok)
+        except KeyError as err:  # ids that are not in the index: the user's input, not a bug
+            raise UsageError(f"{err.args[0]}; pass --missing-ok to ignore them") from err
         index.save()
         print(f"deleted {deleted} documents; {args.index} now holds {index.manifest.count}")
     return 0
@@ -205,99 +272,243 @@ def _nonblank_lines(path: str) -> list[str]:
         return [line.strip() for line in f if line.strip()]
 
 
-def _add_model_options(parser: argparse.ArgumentParser, model_help: str, auto_dtype_help: str) -> None:
-    parser.add_argument("--model", help=model_help)
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available, else cpu)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help=f"weight dtype; auto = {auto_dtype_help}")  # fmt: skip
-    parser.add_argument("--max-length", type=int, help="token budget of both the encoder and the LLM, e.g. 256")
-    parser.add_argument("--gpu", action="store_true", help="put the FAISS index on the GPU(s); needs faiss-gpu")
+# ---------------------------------------------------------------------- the parser
+
+
+def _add_model_options(
+    parser: argparse.ArgumentParser, *, model_default: str | None, model_help: str, dtype_auto: str, max_length: str
+) -> None:
+    """``--model``, ``--device``, ``--dtype``, ``--max-length``: one declaration and one default policy."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default=model_default, help=model_help)
+    group.add_argument(
+        "--device", help="where the model runs, e.g. cpu, cuda or cuda:1 (default: cuda when available, else cpu)"
+    )
+    group.add_argument(
+        "--dtype",
+        default="auto",
+        choices=DTYPE_CHOICES,
+        help=f"weight dtype, e.g. bfloat16; auto (the default) = {dtype_auto}",
+    )
+    group.add_argument("--max-length", type=positive_int, metavar="TOKENS", help=max_length)
+
+
+def _add_progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, e.g. when output goes to a log")
+
+
+def _add_encode_parser(subparsers: Any) -> None:
+    enc = subparsers.add_parser("encode", help="embed texts from a file or stdin", description=cmd_encode.__doc__)
+    enc.add_argument(
+        "input",
+        help="JSONL with 'text' (and 'id', 'title'), e.g. docs.jsonl; TSV; or one text per "
+        "line, e.g. texts.txt (blank lines skipped); '-' = stdin",
+    )
+    enc.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="the file to write: emb.npy (a float32 array) or emb.jsonl ({id, embedding} lines)",
+    )
+    enc.add_argument(
+        "--batch-size", type=positive_int, default=32, help="texts per forward pass, e.g. 16 (default: 32)"
+    )
+    role = enc.add_mutually_exclusive_group()
+    role.add_argument("--query", action="store_true", help="embed as queries, with the query instruction")
+    role.add_argument("--document", action="store_true", help="embed as documents, without instruction (default)")
+    enc.add_argument(
+        "--instruction",
+        help="instruction to use instead of the model's query instruction, "
+        "e.g. 'Given a question, retrieve news articles about it'",
+    )
+    enc.add_argument(
+        "--input-format",
+        choices=list(FORMATS),
+        default="auto",
+        help="input format, e.g. jsonl; auto (the default) goes by the suffix: .jsonl, .tsv, else lines",
+    )
+    enc.add_argument(
+        "--format",
+        choices=sorted(set(OUTPUT_FORMATS.values())),
+        help="output format, e.g. npy; must agree with the suffix of -o (default: the suffix's)",
+    )
+    _add_model_options(
+        enc,
+        model_default="default",
+        model_help="checkpoint folder, hub id, or 'default', e.g. ./my-model (default: default)",
+        dtype_auto="bfloat16 on CUDA and on bf16-capable CPUs, else float32",
+        max_length="token budget of both the encoder and the LLM, e.g. 256 (default: the model's)",
+    )
+    _add_progress_option(enc)
+    enc.set_defaults(handler=cmd_encode)
+
+
+def _add_index_parser(subparsers: Any) -> None:
+    idx = subparsers.add_parser(
+        "index", help="build a semantic index from a corpus, or append to one", description=cmd_index.__doc__
+    )
+    idx.add_argument(
+        "--corpus",
+        required=True,
+        help="JSONL (id, text, title, metadata), e.g. news.jsonl; TSV; or one text per line; '-' = stdin",
+    )
+    idx.add_argument("--index", required=True, type=Path, help="the index folder, e.g. news.idx")
+    idx.add_argument(
+        "--format",
+        default="auto",
+        choices=list(FORMATS),
+        help="corpus format, e.g. tsv; auto (the default) goes by the suffix: .jsonl, .tsv, else lines",
+    )
+    idx.add_argument(
+        "--factory",
+        default="Flat",
+        help="FAISS factory string: Flat (exact; the default), HNSW32, IVF1024,Flat, IVF4096,PQ96",
+    )
+    mode = idx.add_mutually_exclusive_group()
+    mode.add_argument("--append", action="store_true", help="add to an existing index (its model by default)")
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing index at --index")
+    idx.add_argument(
+        "--on-duplicate",
+        default="error",
+        choices=["error", "replace", "skip"],
+        help="an id already in the index: error (the default: change nothing), replace, or skip",
+    )
+    idx.add_argument(
+        "--batch-size", type=positive_int, default=32, help="texts per forward pass, e.g. 16 (default: 32)"
+    )
+    idx.add_argument(
+        "--chunk-size",
+        type=positive_int,
+        default=2048,
+        help="documents read and stored at a time, e.g. 512 (default: 2048)",
+    )
+    _add_model_options(
+        idx,
+        model_default=None,
+        model_help="checkpoint folder, hub id, or 'default', e.g. ./my-model "
+        "(default: default; with --append, the index's model)",
+        dtype_auto="bfloat16 on CUDA and on bf16-capable CPUs, else float32; with --append, the index's dtype",
+        max_length="token budget of both the encoder and the LLM, e.g. 256, recorded in the index and used for its "
+        "documents and queries (default: the model's; not with --append)",
+    )
+    idx.add_argument("--gpu", action="store_true", help="put the FAISS index on the GPU(s); needs faiss-gpu")
+    _add_progress_option(idx)
+    idx.set_defaults(handler=cmd_index)
+
+
+def _add_search_parser(subparsers: Any) -> None:
+    srch = subparsers.add_parser("search", help="search an index", description=cmd_search.__doc__)
+    srch.add_argument("query", nargs="*", help='one or more queries, e.g. "interest rates and inflation"')
+    srch.add_argument("--index", required=True, type=Path, help="the index folder, e.g. news.idx")
+    srch.add_argument(
+        "--queries", help="a file with one query per line, e.g. queries.txt ('-' = stdin), searched in one batch"
+    )
+    srch.add_argument("-k", type=positive_int, default=10, help="hits per query, e.g. 5 (default: 10)")
+    srch.add_argument("--json", action="store_true", help="one JSON object per query: {query, hits: [{id, score, …}]}")
+    srch.add_argument(
+        "--snippet", type=positive_int, default=160, help="characters of text shown per hit, e.g. 80 (default: 160)"
+    )
+    srch.add_argument("--nprobe", type=positive_int, help="IVF lists to visit (IVF indexes), e.g. 32")
+    srch.add_argument(
+        "--k-factor", type=positive_int, help="candidates per hit re-ranked exactly (',RFlat' indexes), e.g. 16"
+    )
+    srch.add_argument("--ef-search", type=positive_int, help="HNSW candidate list size (HNSW indexes), e.g. 128")
+    _add_model_options(
+        srch,
+        model_default=None,
+        model_help="embed queries with this model instead of the one the index names, e.g. ./my-model",
+        dtype_auto="the dtype that embedded the index's documents",
+        max_length="not accepted: an index embeds queries with the token budget it was built with",
+    )
+    srch.add_argument("--gpu", action="store_true", help="put the FAISS index on the GPU(s); needs faiss-gpu")
+    srch.set_defaults(handler=cmd_search)
+
+
+def _add_delete_parser(subparsers: Any) -> None:
+    dele = subparsers.add_parser("delete", help="delete documents from an index by id", description=cmd_delete.__doc__)
+    dele.add_argument("ids", nargs="*", help="document ids, e.g. business/001")
+    dele.add_argument("--index", required=True, type=Path, help="the index folder, e.g. news.idx")
+    dele.add_argument("--ids-file", help="a file with one id per line, e.g. stale.txt ('-' = stdin)")
+    dele.add_argument("--missing-ok", action="store_true", help="ignore ids that are not in the index")
+    dele.set_defaults(handler=cmd_delete)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``causal2vec`` command."""
     parser = argparse.ArgumentParser(prog="causal2vec", description="Causal2Vec text embeddings.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    enc = sub.add_parser("encode", help="embed texts from a file or stdin", description=cmd_encode.__doc__)
-    enc.add_argument("input", help="texts, one per line, or JSONL with a 'text' field (e.g. docs.jsonl); '-' = stdin")
-    enc.add_argument("-o", "--output", type=Path, required=True, help="where to write, e.g. emb.npy or emb.jsonl")
-    enc.add_argument("--model", default="default", help="checkpoint folder, hub id, or 'default' (default: default)")
-    enc.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: 32)")
-    role = enc.add_mutually_exclusive_group()
-    role.add_argument("--query", action="store_true", help="embed as queries, with the query instruction")
-    role.add_argument("--document", action="store_true", help="embed as documents, without instruction (default)")
-    enc.add_argument("--instruction", help="instruction to use instead of the model's query instruction")
-    enc.add_argument("--input-format", choices=["auto", "lines", "jsonl"], default="auto",
-                     help="input format; 'auto' reads JSONL when the file name ends in .jsonl")  # fmt: skip
-    enc.add_argument("--format", choices=["npy", "jsonl"], help="output format (default: from the output suffix)")
-    enc.add_argument("--max-length", type=int, help="token budget of both the encoder and the LLM, e.g. 256")
-    enc.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cpu)")
-    enc.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                     help="weight dtype (default: float32)")  # fmt: skip
-    enc.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    enc.set_defaults(handler=cmd_encode)
-
-    idx = sub.add_parser("index", help="build a semantic index from a corpus, or append to one",
-                         description=cmd_index.__doc__)  # fmt: skip
-    idx.add_argument(
-        "--corpus", required=True, help="JSONL (id, text, title, metadata), TSV, or one text per line; '-' = stdin"
-    )
-    idx.add_argument("--index", required=True, type=Path, help="the index folder, e.g. news.idx")
-    idx.add_argument("--format", default="auto", choices=["auto", "jsonl", "tsv", "lines"],
-                     help="corpus format; 'auto' goes by the suffix (.jsonl, .tsv, else lines)")  # fmt: skip
-    idx.add_argument("--factory", default="Flat",
-                     help="FAISS factory string: Flat (exact), HNSW32, IVF1024,Flat, IVF4096,PQ96 …")  # fmt: skip
-    mode = idx.add_mutually_exclusive_group()
-    mode.add_argument("--append", action="store_true", help="add to an existing index (its model by default)")
-    mode.add_argument("--overwrite", action="store_true", help="replace an existing index at --index")
-    idx.add_argument("--on-duplicate", default="error", choices=["error", "replace", "skip"],
-                     help="an id already in the index: fail, changing nothing (default), replace, or skip")  # fmt: skip
-    idx.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: 32)")
-    idx.add_argument("--chunk-size", type=int, default=2048, help="documents read and stored at a time (default: 2048)")
-    _add_model_options(
-        idx,
-        "checkpoint folder, hub id, or 'default' (default: default; with --append, the index's)",
-        "bfloat16 on GPUs and bf16-capable CPUs, else float32 (with --append: the index's dtype)",
-    )
-    idx.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    idx.set_defaults(handler=cmd_index)
-
-    srch = sub.add_parser("search", help="search an index", description=cmd_search.__doc__)
-    srch.add_argument("query", nargs="*", help='one or more queries, e.g. "interest rates and inflation"')
-    srch.add_argument("--index", required=True, type=Path, help="the index folder, e.g. news.idx")
-    srch.add_argument("--queries", help="a file with one query per line ('-' = stdin), searched in one batch")
-    srch.add_argument("-k", type=int, default=10, help="hits per query (default: 10)")
-    srch.add_argument("--json", action="store_true", help="one JSON object per query: {query, hits: [{id, score, …}]}")
-    srch.add_argument("--snippet", type=int, default=160, help="characters of text shown per hit (default: 160)")
-    srch.add_argument("--nprobe", type=int, help="IVF lists to visit (IVF indexes), e.g. 32")
-    srch.add_argument("--k-factor", type=int, help="candidates per hit re-ranked exactly (',RFlat' indexes), e.g. 16")
-    srch.add_argument("--ef-search", type=int, help="HNSW candidate list size (HNSW indexes), e.g. 128")
-    _add_model_options(
-        srch,
-        "embed queries with this model instead of the one the index names",
-        "the dtype that embedded the index's documents",
-    )
-    srch.set_defaults(handler=cmd_search)
-
-    dele = sub.add_parser("delete", help="delete documents from an index by id", description=cmd_delete.__doc__)
-    dele.add_argument("ids", nargs="*", help="document ids, e.g. business/001")
-    dele.add_argument("--index", required=True, type=Path, help="the index folder")
-    dele.add_argument("--ids-file", help="a file with one id per line ('-' = stdin)")
-    dele.add_argument("--missing-ok", action="store_true", help="ignore ids that are not in the index")
-    dele.set_defaults(handler=cmd_delete)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_encode_parser(subparsers)
+    _add_index_parser(subparsers)
+    _add_search_parser(subparsers)
+    _add_delete_parser(subparsers)
     return parser
 
 
+# ---------------------------------------------------------------------- main and error reporting
+
+# Library errors that describe the user's input rather than a bug (see _is_user_error for the finer cut).
+_USER_ERRORS = (UsageError, ValueError, OSError, IndexBusyError, ModuleNotFoundError, sqlite3.OperationalError)
+
+
+def _is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is reported in one line: a missing package only with its install hint, SQLite only if full."""
+    if isinstance(err, ModuleNotFoundError):
+        return "pip install" in str(err)
+    if isinstance(err, sqlite3.OperationalError):
+        return _disk_full(err)
+    return isinstance(err, _USER_ERRORS)
+
+
+def _disk_full(err: BaseException) -> bool:
+    if isinstance(err, sqlite3.OperationalError):
+        return getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return isinstance(err, OSError) and err.errno == errno.ENOSPC
+
+
+def _target(args: argparse.Namespace) -> Path | None:
+    """What the command writes: encode's output file, or the index folder of index and delete."""
+    return {"encode": getattr(args, "output", None), "index": getattr(args, "index", None),
+            "delete": getattr(args, "index", None)}.get(args.command)  # fmt: skip
+
+
+def _left_as_it_was(target: Path | None, existed: bool) -> str:
+    if target is None:
+        return "nothing was written"
+    return f"{target} is unchanged" if existed else f"{target} was not created"
+
+
+def _describe(err: BaseException, unchanged: str) -> str:
+    """One line for a user error: disk full names the file and what was kept; an OSError names its file."""
+    if _disk_full(err):
+        where = f" while writing {err.filename}" if getattr(err, "filename", None) else ""
+        return f"no space left on the device{where}; {unchanged}. Free some space and run the command again"
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        return f"{err.filename}: {err.strerror}"
+    return str(err)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``causal2vec`` command; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    """Run the ``causal2vec`` command; returns the exit code (2 for a bad input, 130 for Ctrl-C)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse printed the error; --help (status 0) still exits
+        if not exit_.code:
+            raise
+        return exit_.code if isinstance(exit_.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    target = _target(args)
+    existed = target is not None and target.exists()
     try:
         return args.handler(args)
-    except (ValueError, TypeError, KeyError, OSError, ModuleNotFoundError, IndexBusyError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    except KeyboardInterrupt:
+        print(f"causal2vec {args.command}: interrupted; {_left_as_it_was(target, existed)}", file=sys.stderr)
+        return INTERRUPTED
+    except _USER_ERRORS as err:
+        if not _is_user_error(err):
+            raise
+        message = _describe(err, _left_as_it_was(target, existed))
         print(f"causal2vec {args.command}: error: {message}", file=sys.stderr)
         return 2
 

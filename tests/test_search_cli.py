@@ -90,7 +90,8 @@ def test_search_errors_exit_2(tmp_path, corpus_file, tiny_checkpoint, capsys):
         (["search", "--index", str(index)], "no query"),
         (["search", "--index", str(index), "ok", " "], "query 2 is empty"),
         (["search", "--index", str(index), "q", "--nprobe", "8", "--device", "cpu"], "nprobe applies to IVF"),
-        (["search", "--index", str(index), "q", "-k", "0", "--device", "cpu"], "k=0 must be a positive integer"),
+        (["search", "--index", str(index), "q", "-k", "0", "--device", "cpu"], "argument -k: '0' is not a positive"),
+        (["search", "--index", str(index), "q", "--max-length", "64"], "the token budget is chosen when an index is"),
         (index_args(corpus_file, index, tiny_checkpoint), "already exists"),
         (index_args(corpus_file, tmp_path / "x", tiny_checkpoint, "--factory", "PQ7x3"), "cannot build factory"),
     ]

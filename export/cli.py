@@ -11,8 +11,9 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-logger = logging.getLogger("export")
+from causal2vec.config import CONFIG_NAME
 
 EPILOG = """\
 examples:
@@ -37,7 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="checkpoint folder to write; the model's own folder adds onnx/ to it (e.g. models/default-onnx)",
     )
-    parser.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=18,
+        help="ONNX opset version, 18 to the newest the installed exporter converts to (25 with onnxscript 0.7); "
+        "default 18",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
     return parser
 
@@ -45,28 +52,54 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Load, save (unless exporting in place), export, check parity; returns the exit code."""
     from causal2vec import Causal2Vec
-    from causal2vec.onnx_backend import OnnxCausal2Vec, require_onnxruntime
-    from export.onnx_export import PARITY_TEXTS, check_parity, export_onnx
+    from causal2vec.onnx_backend import require_onnxruntime
+    from export.onnx_export import check_opset, export_onnx
 
-    require_onnxruntime()
+    ort = require_onnxruntime()
+    check_opset(args.opset, name="--opset")
     output, source = args.output.expanduser(), Path(args.model).expanduser()
     in_place = source.exists() and output.resolve() == source.resolve()
-    if output.exists() and not (output / "causal2vec_config.json").is_file():
+    if output.exists() and not (output / CONFIG_NAME).is_file():
         raise ValueError(f"--output {output} exists and is not a Causal2Vec checkpoint; name a new folder")
     model = Causal2Vec.from_pretrained(args.model)
     if not in_place:
         model.save_pretrained(output)
     path = export_onnx(model, output, opset=args.opset)
-    parity = check_parity(model, OnnxCausal2Vec.from_pretrained(output))
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return _check_parity(model, output, args.opset, ort)
+
+
+def _check_parity(model: Any, folder: Path, opset: int, ort: Any) -> int:
+    """Compare onnxruntime with torch and print the result; returns the exit code."""
+    from causal2vec.onnx_backend import OnnxCausal2Vec
+    from export.onnx_export import PARITY_TEXTS, check_parity
+
+    try:
+        parity = check_parity(model, OnnxCausal2Vec.from_pretrained(folder))
+    except _onnxruntime_errors(ort) as err:
+        print(
+            f"python -m export: error: onnxruntime {ort.__version__} cannot run the opset {opset} export "
+            f"({type(err).__name__}: {str(err).splitlines()[0]}); the files stay for inspection. Opset 18 is the "
+            "one checked here",
+            file=sys.stderr,
+        )
+        return 1
     print(
         f"onnxruntime vs torch on {len(PARITY_TEXTS)} texts × 2 instructions: max |diff| "
-        f"{parity.max_abs:.2e} (relative {parity.max_rel:.2e}), min cosine {parity.min_cosine:.7f}"
+        f"{parity.max_abs:.2e} (relative {parity.max_rel:.2e}), min cosine {parity.min_cosine:.7f}; "
+        f"{parity.truncated} of {parity.texts} texts were truncated to the token budgets"
     )
     if not parity.ok():
         print("python -m export: error: the ONNX model does not match torch closely enough", file=sys.stderr)
         return 1
     return 0
+
+
+def _onnxruntime_errors(ort: Any) -> tuple[type[BaseException], ...]:
+    """The errors onnxruntime raises for a graph it cannot load or run (they derive from ``Exception`` only)."""
+    state = ort.capi.onnxruntime_pybind11_state
+    names = ("Fail", "InvalidArgument", "InvalidGraph", "NotImplemented", "RuntimeException")
+    return tuple(getattr(state, name) for name in names if hasattr(state, name))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

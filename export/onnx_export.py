@@ -17,6 +17,7 @@ import torch
 
 from causal2vec import Causal2Vec
 from causal2vec.adapters import has_adapter
+from causal2vec.encoding import encode_texts
 from causal2vec.onnx_backend import INPUT_NAMES, ONNX_DIR, OUTPUT_NAME, OnnxCausal2Vec
 from causal2vec.projector import CALIBRATION_TEXTS
 
@@ -29,14 +30,46 @@ PARITY_TEXTS = (
     "",
     "A long text that runs past the token budget. " * 200,
 )
+DEFAULT_OPSET = 18
 
 
-def export_onnx(model: Causal2Vec, folder: Path, opset: int = 18) -> Path:
+def supported_opsets() -> range:
+    """The ONNX opsets the installed exporter writes as asked.
+
+    torch's dynamo exporter builds the graph at torchlib's opset (18) and converts it upwards with onnxscript's
+    version converter. A lower opset is silently written as 18, and one past the converter's newest is left at
+    18 with an invalid graph (both checked with torch 2.13 and onnxscript 0.7), so only this range is safe.
+    """
+    from onnxscript.version_converter._version_converter import SUPPORTED_MAX_ONNX_OPSET
+    from torch.onnx._internal.exporter._constants import TORCHLIB_OPSET
+
+    return range(TORCHLIB_OPSET, SUPPORTED_MAX_ONNX_OPSET + 1)
+
+
+def check_opset(opset: int, name: str = "opset") -> None:
+    """Refuse an opset that the installed exporter would not write as asked; ``name`` is how errors call it.
+
+    Raises:
+        ValueError: For an opset outside :func:`supported_opsets`; the message names the allowed range.
+    """
+    allowed = supported_opsets()
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in allowed:
+        raise ValueError(
+            f"{name} {opset!r} is not supported: the installed exporter (torch {torch.__version__}) writes ONNX "
+            f"opsets {allowed.start} to {allowed.stop - 1} (default {DEFAULT_OPSET})"
+        )
+
+
+def export_onnx(model: Causal2Vec, folder: Path, opset: int = DEFAULT_OPSET) -> Path:
     """Write ``folder/onnx/model.onnx`` traced from ``model`` in float32 on the CPU; returns its path.
 
     LoRA adapters are merged into the LLM first (in place), so the graph has no adapter branches. The folder is
     written aside and swapped in, so a failed export leaves an earlier one intact.
+
+    Raises:
+        ValueError: For an opset the installed exporter cannot write (see :func:`supported_opsets`).
     """
+    check_opset(opset)
     model = model.to(device="cpu", dtype=torch.float32).eval()
     if has_adapter(model.llm):
         logger.info("merging the LoRA adapter into the LLM for export")
@@ -103,25 +136,56 @@ class Parity:
         max_abs: The largest absolute difference of any coordinate.
         max_rel: ``max_abs`` over the largest absolute torch coordinate.
         min_cosine: The lowest cosine similarity between a torch and an ONNX embedding of the same text.
+        texts: How many embeddings each backend made (every text, with and without the instruction).
+        truncated: How many of them torch truncated to the token budgets (``PARITY_TEXTS`` holds one long text on
+            purpose, so that truncation is compared too).
     """
 
     max_abs: float
     max_rel: float
     min_cosine: float
+    texts: int = 0
+    truncated: int = 0
 
     def ok(self, max_rel: float = 1e-3, min_cosine: float = 0.9999) -> bool:
         """Whether the export is faithful: tiny relative error and near-identical directions."""
         return self.max_rel <= max_rel and self.min_cosine >= min_cosine
 
 
+@dataclass
+class _Tally:
+    """An ``on_truncated`` callback that adds up the truncated texts of every call."""
+
+    count: int = 0
+
+    def __call__(self, count: int, total: int) -> None:
+        self.count += count
+
+
 def check_parity(model: Causal2Vec, exported: OnnxCausal2Vec, texts: tuple[str, ...] = PARITY_TEXTS) -> Parity:
-    """Embed ``texts`` (with and without the query instruction) with both backends and compare."""
-    reference, candidate = [], []
-    with _quiet_logger("causal2vec.encoding"):  # the long text's truncation warning is expected here
-        for instruction in (None, model.config.query_instruction):
-            reference.append(model.encode(list(texts), instruction=instruction, normalize=False, batch_size=8))
-            candidate.append(exported.encode(list(texts), instruction=instruction, normalize=False, batch_size=8))
-    ref, out = np.concatenate(reference), np.concatenate(candidate)
-    diff = float(np.abs(ref - out).max())
-    cos = (ref * out).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1))
-    return Parity(max_abs=diff, max_rel=diff / float(np.abs(ref).max()), min_cosine=float(cos.min()))
+    """Embed ``texts`` (with and without the query instruction) with both backends and compare.
+
+    ``model`` is put in eval mode. Truncation is counted, not logged: the long parity text is expected to exceed
+    the budgets.
+    """
+    model.eval()
+    tallies = {"torch": _Tally(), "onnx": _Tally()}
+    outputs: dict[str, list[np.ndarray]] = {"torch": [], "onnx": []}
+    for instruction in (None, model.config.query_instruction):
+        for name, backend in (("torch", model), ("onnx", exported)):
+            embeddings = encode_texts(
+                backend, list(texts), instruction=instruction, normalize=False, batch_size=8, on_truncated=tallies[name]
+            )
+            outputs[name].append(embeddings)
+    ref, got = np.concatenate(outputs["torch"]), np.concatenate(outputs["onnx"])
+    diff = float(np.abs(ref - got).max())
+    cos = (ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    if tallies["onnx"].count != tallies["torch"].count:
+        logger.warning("torch truncated %d texts, onnxruntime %d", tallies["torch"].count, tallies["onnx"].count)
+    return Parity(
+        max_abs=diff,
+        max_rel=diff / float(np.abs(ref).max()),
+        min_cosine=float(cos.min()),
+        texts=len(ref),
+        truncated=tallies["torch"].count,
+    )

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 
 import numpy as np
 import pytest
 
 from causal2vec import Causal2Vec
+from causal2vec.config import CONFIG_NAME
 from causal2vec.onnx_backend import OnnxCausal2Vec, execution_providers, require_onnxruntime
 from export.cli import main
-from export.onnx_export import check_parity, export_onnx
+from export.onnx_export import PARITY_TEXTS, check_parity, export_onnx
 
 ARCHS = ["llama", "qwen2", "gpt2"]
 
@@ -44,11 +46,16 @@ def test_onnx_is_batch_invariant_and_returns_1d_for_one_string(exported, texts):
     np.testing.assert_allclose(single, batch[3], atol=1e-5)
 
 
-def test_parity_report_is_tight(exported):
+def test_parity_report_is_tight_and_counts_truncation_instead_of_logging_it(exported, caplog):
     model, onnx_model = exported
-    parity = check_parity(model, onnx_model)
+    with caplog.at_level(logging.WARNING):
+        parity = check_parity(model, onnx_model)
     assert parity.ok(), parity
     assert parity.max_rel < 1e-4
+    long_text = PARITY_TEXTS[-1]
+    assert len(model.llm_tokenizer(long_text)["input_ids"]) > model.config.llm_max_length
+    assert parity.texts == 2 * len(PARITY_TEXTS) and parity.truncated >= 2, parity
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("causal2vec")] == []
 
 
 def test_export_command_writes_a_loadable_checkpoint_and_reports_parity(tiny_checkpoint, tmp_path, capsys):
@@ -56,10 +63,30 @@ def test_export_command_writes_a_loadable_checkpoint_and_reports_parity(tiny_che
     assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"wrote {out / 'onnx' / 'model.onnx'}" in printed and "min cosine 0.99999" in printed
-    assert (out / "causal2vec_config.json").is_file() and not list(out.glob(".onnx*"))
+    assert (out / CONFIG_NAME).is_file() and not list(out.glob(".onnx*"))
+    assert _written_opset(out / "onnx" / "model.onnx") == 18
     reference = Causal2Vec.from_pretrained(tiny_checkpoint).encode(["Shares fell sharply."])
     got = OnnxCausal2Vec.from_pretrained(out).encode(["Shares fell sharply."])
     np.testing.assert_allclose(got, reference, atol=2e-5)
+
+
+def _written_opset(path) -> int:
+    """The default-domain opset recorded in an ONNX file (read with onnx, not with our code)."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(path), load_external_data=False)
+    return next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+
+
+def test_export_writes_the_opset_asked_for_and_refuses_those_it_cannot_write(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "exported"
+    # Below 18 the exporter used to write opset 18 anyway; past 25 its version converter leaves an invalid graph.
+    for opset in ("1", "17", "26"):
+        assert main(["--model", str(tiny_checkpoint), "--output", str(out), "--opset", opset]) == 2
+        err = capsys.readouterr().err
+        assert f"--opset {opset} is not supported" in err and "writes ONNX opsets 18 to 25" in err, err
+    assert not out.exists(), "a refused opset writes nothing"
+    assert main(["--model", str(tiny_checkpoint), "--output", str(out), "--opset", "20"]) == 0
+    assert _written_opset(out / "onnx" / "model.onnx") == 20
 
 
 def test_export_in_place_replaces_an_earlier_export(tiny_checkpoint, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -121,11 +122,7 @@ def test_a_killed_append_leaves_the_old_index_readable(tmp_path, corpus_file, ti
     argv = [sys.executable, "-m", "causal2vec", "index", "--append", "--corpus", str(big), "--index", str(index),
             "--chunk-size", "32", "--batch-size", "32", "-q", "--device", "cpu"]  # fmt: skip
     writer = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    staged, deadline = 0, time.monotonic() + 240
-    while staged < 64 and writer.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-        with sqlite3.connect(f"file:{index / 'documents.sqlite'}?mode=ro", uri=True) as db:
-            staged = db.execute("SELECT COUNT(*) FROM documents WHERE added > 1").fetchone()[0]
+    staged = wait_until_staged(index, writer, 64)
     writer.send_signal(signal.SIGKILL)
     writer.wait()
     assert writer.returncode == -signal.SIGKILL, f"the writer ended before it was killed: {writer.stderr.read()}"
@@ -141,6 +138,160 @@ def test_a_killed_append_leaves_the_old_index_readable(tmp_path, corpus_file, ti
     assert main(["index", "--append", "--corpus", str(small), "--index", str(index), "-q", "--device", "cpu"]) == 0
     after = SemanticIndex.load(index)
     assert len(after) == 42 and after.manifest.generation == 2
+    # The writer lock lives beside the folder (.news.idx.lock), so that an overwrite is excluded by it too.
     assert sorted(p.name for p in index.iterdir() if not p.name.startswith("documents.sqlite")) == [
-        ".lock", "manifest.json", "vectors.2.faiss",
+        "manifest.json", "vectors.2.faiss",
     ]  # fmt: skip
+
+
+def test_max_length_is_recorded_by_a_build_and_refused_by_an_append(tmp_path, corpus_file, tiny_checkpoint, capsys):
+    from causal2vec import Causal2Vec
+
+    index = tmp_path / "news.idx"
+    assert main(index_args(corpus_file, index, tiny_checkpoint, "--max-length", "64")) == 0
+    assert SemanticIndex.load(index).manifest.model_settings["max_length"] == 64
+    model = Causal2Vec.from_pretrained(str(tiny_checkpoint), device="cpu", dtype="float32")
+    assert model.config.llm_max_length == 128, "the budget was saved into the checkpoint's config"
+    docs = list(read_corpus(corpus_file))
+    doc_emb = model.encode_document([d.embedding_text() for d in docs], max_length=64)
+    query = "football results"
+    scores = doc_emb @ model.encode_query(query, max_length=64)
+    capsys.readouterr()
+    assert main(["search", "--index", str(index), query, "-k", "5", "--json", "--device", "cpu"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    np.testing.assert_allclose([h["score"] for h in hits], np.sort(scores)[::-1][:5], atol=1e-5)
+
+    argv = ["index", "--append", "--corpus", str(corpus_file), "--index", str(index), "-q", "--max-length", "32"]
+    assert main(argv) == 2
+    assert "--max-length 32: the token budget is chosen when an index is built" in capsys.readouterr().err
+
+
+def interrupted_after(n: int, error: BaseException):
+    """A stand-in for read_corpus that yields ``n`` documents of the real corpus and then raises ``error``."""
+
+    def read(path, fmt="auto"):
+        for i, doc in enumerate(read_corpus(path, fmt)):
+            if i == n:
+                raise error
+            yield doc
+
+    return read
+
+
+def hidden_leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock"))
+
+
+def test_ctrl_c_during_a_build_or_an_overwrite(tmp_path, corpus_file, tiny_checkpoint, monkeypatch, capsys):
+    index = tmp_path / "news.idx"
+    monkeypatch.setattr("causal2vec.cli.read_corpus", interrupted_after(20, KeyboardInterrupt()))
+    assert main(index_args(corpus_file, index, tiny_checkpoint, "--chunk-size", "8")) == 130
+    assert capsys.readouterr().err == f"causal2vec index: interrupted; {index} was not created\n"
+    assert not index.exists() and hidden_leftovers(tmp_path) == []
+
+    monkeypatch.undo()
+    assert main(index_args(corpus_file, index, tiny_checkpoint)) == 0
+    monkeypatch.setattr("causal2vec.cli.read_corpus", interrupted_after(20, KeyboardInterrupt()))
+    assert main(index_args(corpus_file, index, tiny_checkpoint, "--overwrite", "--chunk-size", "8")) == 130
+    assert capsys.readouterr().err.endswith(f"causal2vec index: interrupted; {index} is unchanged\n")
+    kept = SemanticIndex.load(index)
+    assert (len(kept), kept.manifest.generation) == (40, 1) and hidden_leftovers(tmp_path) == []
+
+
+def test_ctrl_c_during_an_append_exits_130_and_keeps_the_index(tmp_path, corpus_file, tiny_checkpoint, corpus):
+    index = tmp_path / "news.idx"
+    assert main(index_args(corpus_file, index, tiny_checkpoint)) == 0
+    big = tmp_path / "big.txt"
+    big.write_text("\n".join(f"{corpus[i % len(corpus)][:400]} {i}" for i in range(20_000)) + "\n")
+    argv = [sys.executable, "-m", "causal2vec", "index", "--append", "--corpus", str(big), "--index", str(index),
+            "--chunk-size", "32", "--batch-size", "32", "-q", "--device", "cpu"]  # fmt: skip
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    writer = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        staged = wait_until_staged(index, writer, 64)
+        writer.send_signal(signal.SIGINT)
+        out, err = writer.communicate(timeout=120)
+    finally:
+        writer.kill()
+    assert staged >= 64, f"the writer never staged documents: {err}"
+    assert writer.returncode == 130, err
+    assert err == f"causal2vec index: interrupted; {index} is unchanged\n", "expected one line and no traceback"
+    assert out == ""
+
+    survivor = SemanticIndex.load(index, device="cpu")
+    assert (len(survivor), survivor.manifest.count, survivor.manifest.generation) == (40, 40, 1)
+    assert sorted(p.name for p in index.glob("vectors.*")) == [survivor.manifest.vectors_file]
+    assert hidden_leftovers(index) == [] and hidden_leftovers(tmp_path) == []
+    survivor.close()
+
+
+def wait_until_staged(index, writer, n: int, timeout: float = 240) -> int:
+    """Poll the document store until a writer process has staged ``n`` documents beyond the committed ones."""
+    staged, deadline = 0, time.monotonic() + timeout
+    while staged < n and writer.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        with sqlite3.connect(f"file:{index / 'documents.sqlite'}?mode=ro", uri=True) as db:
+            staged = db.execute("SELECT COUNT(*) FROM documents WHERE added > 1").fetchone()[0]
+    return staged
+
+
+def full_disk_write(written: list[str]):
+    """A stand-in for faiss.write_index that writes part of the file, then fails as a full disk does."""
+
+    def write_index(index, path):
+        with open(path, "wb") as f:
+            f.write(b"\0" * 64)
+        written.append(path)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    return write_index
+
+
+def test_disk_full_during_an_append_or_a_build(tmp_path, corpus_file, tiny_checkpoint, monkeypatch, capsys):
+    import faiss
+
+    index = tmp_path / "news.idx"
+    assert main(index_args(corpus_file, index, tiny_checkpoint)) == 0
+    more = tmp_path / "more.txt"
+    more.write_text("one more document\nand another\n")
+    append = ["index", "--append", "--corpus", str(more), "--index", str(index), "-q", "--device", "cpu"]
+    capsys.readouterr()
+    written: list[str] = []
+    monkeypatch.setattr(faiss, "write_index", full_disk_write(written))
+    assert main(append) == 2
+    err = capsys.readouterr().err
+    assert written, "the append never wrote its vector file"
+    assert f"error: no space left on the device while writing {written[0]}; {index} is unchanged." in err, err
+    fresh = tmp_path / "fresh.idx"
+    assert main(index_args(corpus_file, fresh, tiny_checkpoint)) == 2
+    assert f"; {fresh} was not created. Free some space" in capsys.readouterr().err
+    assert not fresh.exists() and hidden_leftovers(tmp_path) == []
+
+    monkeypatch.undo()
+    kept = SemanticIndex.load(index)
+    assert (len(kept), kept.manifest.generation) == (40, 1)
+    kept.close()
+    assert main(append) == 0, capsys.readouterr().err
+    assert main(index_args(corpus_file, fresh, tiny_checkpoint)) == 0
+    assert len(SemanticIndex.load(index)) == 42 and len(SemanticIndex.load(fresh)) == 40
+    assert hidden_leftovers(index) == [] and hidden_leftovers(tmp_path) == []
+
+
+def test_a_full_document_store_is_reported_as_a_full_disk(tmp_path, corpus_file, tiny_checkpoint, monkeypatch, capsys):
+    index = tmp_path / "news.idx"
+    assert main(index_args(corpus_file, index, tiny_checkpoint)) == 0
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL
+    monkeypatch.setattr("causal2vec.cli.read_corpus", interrupted_after(3, full))
+    append = ["index", "--append", "--corpus", str(corpus_file), "--index", str(index), "-q", "--device", "cpu",
+              "--on-duplicate", "skip", "--chunk-size", "2"]  # fmt: skip
+    capsys.readouterr()
+    assert main(append) == 2
+    assert f"error: no space left on the device; {index} is unchanged" in capsys.readouterr().err
+    assert len(SemanticIndex.load(index)) == 40
+
+    broken = sqlite3.OperationalError("no such table: documents")
+    broken.sqlite_errorcode = sqlite3.SQLITE_ERROR
+    monkeypatch.setattr("causal2vec.cli.read_corpus", interrupted_after(3, broken))
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        main(append)

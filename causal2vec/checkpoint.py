@@ -1,21 +1,28 @@
-"""Checkpoint folders: atomic saving, validated loading, hub ids and the ``"default"`` name.
+"""Checkpoint folders: atomic, non-destructive saving; checksummed, validated loading; hub ids.
 
 A checkpoint folder::
 
-    causal2vec_config.json        the Causal2VecConfig, with format_version
+    causal2vec_config.json        the Causal2VecConfig, with format_version and the checksums of the data files
     encoder/                      a Hugging Face model folder (config, model.safetensors, tokenizer)
     llm/                          the LLM's base model (no LM head) and tokenizer, a Hugging Face folder
     llm_adapter/                  optional: a LoRA adapter on the LLM, in peft's format
     projector.safetensors         the projector's weights
     README.md                     model card
     modules.json, config_sentence_transformers.json   so that sentence-transformers can load the folder
+
+The data files (everything under ``encoder/``, ``llm/`` and ``llm_adapter/``, and the projector) are
+checksummed. The config, the model card and the two sentence-transformers files are not: they are metadata,
+and ``SentenceTransformer.save`` rewrites the latter after the module has written its files.
+
+The embedded ``"default"`` is built as a checkpoint folder in the cache by :mod:`causal2vec.assets`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import shutil
+import os
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +35,7 @@ from transformers import AutoModel, AutoTokenizer
 from causal2vec.adapters import ADAPTER_DIR, base_state_dict, has_adapter, load_adapter, save_adapter
 from causal2vec.config import CONFIG_NAME, Causal2VecConfig
 from causal2vec.projector import Projector, check_projector_shapes
+from causal2vec.runtime import file_checksum, remove_stale_siblings, replace_dir, verify_checksum
 
 if TYPE_CHECKING:
     from causal2vec.model import Causal2Vec
@@ -35,13 +43,33 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PROJECTOR_NAME = "projector.safetensors"
+CARD_NAME = "README.md"
+PART_DIRS = ("encoder", "llm", ADAPTER_DIR)  # Hugging Face / peft folders inside a checkpoint
 ST_MODULE_CLASS = "causal2vec.st_module.Causal2VecModule"
 REQUIRED_FILES = (CONFIG_NAME, "encoder/config.json", "llm/config.json", PROJECTOR_NAME)
 
 
 def write_checkpoint_files(model: Causal2Vec, folder: Path) -> None:
-    """Write every checkpoint file into an existing ``folder`` (not atomic; see :func:`save_checkpoint`)."""
-    model.config.save(folder / CONFIG_NAME)
+    """Write every checkpoint file into an existing ``folder`` (not atomic; see :func:`save_checkpoint`).
+
+    The config goes last, carrying the checksums of the data files written before it.
+    """
+    _write_parts(model, folder)
+    (folder / CARD_NAME).write_text(model_card(model), encoding="utf-8")
+    modules = [{"idx": 0, "name": "0", "path": "", "type": ST_MODULE_CLASS}]
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
+    st_config = {
+        "model_type": "SentenceTransformer",
+        "prompts": {"query": model.config.format_instruction(model.config.query_instruction), "document": ""},
+        "default_prompt_name": None,
+        "similarity_fn_name": "cosine",
+    }
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(st_config, indent=2) + "\n", encoding="utf-8")
+    dataclasses.replace(model.config, checksums=data_checksums(folder)).save(folder / CONFIG_NAME)
+
+
+def _write_parts(model: Causal2Vec, folder: Path) -> None:
+    """Write the encoder, the LLM (and its adapter) with their tokenizers, and the projector."""
     model.encoder.save_pretrained(folder / "encoder")
     model.encoder_tokenizer.save_pretrained(folder / "encoder")
     if has_adapter(model.llm):  # the clean base in llm/, the adapter beside it
@@ -52,42 +80,52 @@ def write_checkpoint_files(model: Causal2Vec, folder: Path) -> None:
     model.llm_tokenizer.save_pretrained(folder / "llm")
     state = {k: v.detach().contiguous().cpu() for k, v in model.projector.state_dict().items()}
     save_file(state, folder / PROJECTOR_NAME, metadata={"kind": model.projector.kind, "format": "pt"})
-    (folder / "README.md").write_text(model_card(model), encoding="utf-8")
-    modules = [{"idx": 0, "name": "0", "path": "", "type": ST_MODULE_CLASS}]
-    (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
-    st_config = {
-        "model_type": "SentenceTransformer",
-        "prompts": {"query": model.config.format_instruction(model.config.query_instruction), "document": ""},
-        "default_prompt_name": None,
-        "similarity_fn_name": "cosine",
-    }
-    (folder / "config_sentence_transformers.json").write_text(json.dumps(st_config, indent=2) + "\n", encoding="utf-8")
 
 
-def save_checkpoint(model: Causal2Vec, path: Path) -> None:
-    """Save ``model`` to ``path`` atomically: write a sibling temporary folder, then rename it into place.
+def data_checksums(folder: Path) -> dict[str, str]:
+    """The checksum of each data file of a checkpoint folder, keyed by its relative POSIX path."""
+    files = [folder / PROJECTOR_NAME, *(p for part in PART_DIRS for p in (folder / part).rglob("*") if p.is_file())]
+    return {p.relative_to(folder).as_posix(): file_checksum(p) for p in sorted(files) if p.is_file()}
+
+
+def check_save_target(path: Path, overwrite: bool) -> None:
+    """Refuse to save over anything but a checkpoint or an empty folder, unless ``overwrite`` is set.
+
+    Raises:
+        FileExistsError: If ``path`` is a file, or a folder with files that is not a Causal2Vec checkpoint;
+            the message names it and how to proceed.
+    """
+    if overwrite or not (path.exists() or path.is_symlink()):
+        return
+    if path.is_dir():
+        if (path / CONFIG_NAME).is_file() or not any(path.iterdir()):
+            return
+        raise FileExistsError(
+            f"{path} is a folder that is not a Causal2Vec checkpoint (it has no {CONFIG_NAME}); saving would "
+            f"delete its files. Save to a new or empty folder, or pass overwrite=True to replace it"
+        )
+    raise FileExistsError(
+        f"{path} is a file; a checkpoint is a folder and saving would replace the file. Save to a new or empty "
+        f"folder, or pass overwrite=True to replace it"
+    )
+
+
+def save_checkpoint(model: Causal2Vec, path: Path, *, overwrite: bool = False) -> None:
+    """Save ``model`` to ``path`` atomically: built in a hidden sibling folder, then renamed into place.
 
     An existing checkpoint at ``path`` is moved aside first and restored if the final rename fails, so a crash
-    leaves either the old checkpoint or the new one, never a partial folder.
+    leaves either the old checkpoint or the new one, never a partial folder. Anything else at ``path`` is
+    refused unless ``overwrite`` is set (see :func:`check_save_target`).
     """
-    path = path.absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    path = Path(path).absolute()
+    check_save_target(path, overwrite)
+    remove_stale_siblings(path)
+    tag = f"{uuid.uuid4().hex[:8]}-{os.getpid()}"
+    with replace_dir(path, tag=tag) as tmp:
         write_checkpoint_files(model, tmp)
-        if path.exists():
-            path.rename(old)
-        try:
-            tmp.rename(path)
-        except OSError:
-            if old.exists():
-                old.rename(path)
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+    replaced = path.with_name(f".{path.name}.old-{tag}")
+    if replaced.is_file() or replaced.is_symlink():  # a file replaced with overwrite=True; replace_dir removes folders
+        replaced.unlink()
     logger.info("saved Causal2Vec checkpoint to %s", path)
 
 
@@ -121,26 +159,62 @@ def check_checkpoint(folder: Path) -> None:
             raise FileNotFoundError(f"not a complete Causal2Vec checkpoint: missing {folder / name}")
 
 
-def load_checkpoint(cls: type[Causal2Vec], name_or_path: str, dtype: torch.dtype, **hub_kwargs: Any) -> Causal2Vec:
-    """Load a checkpoint folder, a hub id, or ``"default"``; see ``Causal2Vec.from_pretrained``."""
-    if name_or_path == "default":
-        from causal2vec.assets import load_default
+def load_checkpoint(cls: type[Causal2Vec], folder: Path, dtype: torch.dtype) -> Causal2Vec:
+    """Load a local checkpoint folder; see ``Causal2Vec.from_pretrained``.
 
-        model = load_default(cls, dtype=dtype)
-        model.name_or_path = "default"
-        return model
-    folder = resolve_folder(name_or_path, **hub_kwargs)
+    Every file named in the config's checksums is verified before anything is parsed, and the loaded weights
+    must be finite.
+
+    Raises:
+        FileNotFoundError: If a required or checksummed file is missing, naming it.
+        ValueError: If a file is corrupt or the weights hold NaN or infinity, naming the file or tensor.
+    """
     check_checkpoint(folder)
     config = Causal2VecConfig.load(folder / CONFIG_NAME)
+    verify_files(folder, config)
     encoder, encoder_tokenizer = _load_part(folder / "encoder", dtype)
     llm, llm_tokenizer = _load_part(folder / "llm", dtype)
     projector = _load_projector(folder / PROJECTOR_NAME, config, encoder.config.hidden_size, llm)
     model = cls(encoder, llm, projector.to(dtype), encoder_tokenizer, llm_tokenizer, config)
     if (folder / ADAPTER_DIR).is_dir():
         model.llm = load_adapter(model.llm, folder / ADAPTER_DIR)
-    local = Path(name_or_path).expanduser()
-    model.name_or_path = str(local.resolve()) if local.exists() else name_or_path
+    check_finite(model, folder)
     return model.eval()
+
+
+def verify_files(folder: Path, config: Causal2VecConfig) -> None:
+    """Compare each data file with the checksum the config records (none recorded: logged, not checked).
+
+    Raises:
+        FileNotFoundError: If a recorded file is missing, naming it.
+        ValueError: If a file's content differs from what was saved, naming it.
+    """
+    if not config.checksums:
+        logger.info("%s records no checksums (saved by an older causal2vec); its files are not verified", folder)
+        return
+    for name, expected in sorted(config.checksums.items()):
+        verify_checksum(folder / name, expected, "checkpoint file")
+
+
+def check_finite(model: Causal2Vec, folder: Path) -> None:
+    """Refuse weights holding NaN or infinity, naming the tensor and the part of the checkpoint it came from.
+
+    A sum is one fast pass that stays finite for finite weights (unless it overflows); only a non-finite sum
+    triggers the exact element-wise check.
+    """
+    for name, tensor in model.named_parameters():
+        if not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():
+            raise ValueError(
+                f"checkpoint {folder} holds non-finite weights: tensor {name!r} (from {_part_of(name)}) contains "
+                f"NaN or infinity, so every embedding would be NaN; load a checkpoint saved before training diverged"
+            )
+
+
+def _part_of(parameter: str) -> str:
+    """The checkpoint file or folder a parameter of a loaded model was read from."""
+    if "lora_" in parameter:
+        return f"{ADAPTER_DIR}/"
+    return {"encoder": "encoder/", "llm": "llm/", "projector": PROJECTOR_NAME}.get(parameter.split(".")[0], "?")
 
 
 def _load_part(folder: Path, dtype: torch.dtype) -> tuple[Any, Any]:
@@ -171,7 +245,9 @@ def model_card(model: Causal2Vec) -> str:
     """A short README for a checkpoint folder."""
     cfg = model.config
     switches = "\n".join(
-        f"| `{k}` | `{v!r}` |" for k, v in cfg.to_dict().items() if k not in ("extra", "notes", "query_instruction")
+        f"| `{k}` | `{v!r}` |"
+        for k, v in cfg.to_dict().items()
+        if k not in ("extra", "notes", "query_instruction", "checksums")
     )
     return f"""---
 library_name: causal2vec

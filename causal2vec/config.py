@@ -25,8 +25,8 @@ Normalization = Literal["whole", "per_half"]
 class Causal2VecConfig:
     """Every open design choice of a Causal2Vec model, with the defaults the package ships.
 
-    Saved as ``causal2vec_config.json`` in a checkpoint. Keys missing from an older file take the defaults
-    below (and are logged); unknown keys or values are rejected.
+    Saved as :data:`CONFIG_NAME` in a checkpoint. Keys missing from an older file take the defaults below (and are
+    logged); unknown keys or values are rejected.
     """
 
     format_version: int = FORMAT_VERSION
@@ -60,6 +60,10 @@ class Causal2VecConfig:
     notes: str = ""
     # Extra metadata a trainer may attach (datasets, hyper-parameters). Not interpreted by the model.
     extra: dict[str, Any] = field(default_factory=dict)
+    # Content hash ("xxh3_128:<hex>") of each data file of the checkpoint (weights and tokenizer files), keyed by
+    # its path relative to the checkpoint folder. Written last by save_pretrained, verified by from_pretrained;
+    # empty for a model not loaded from a folder and for checkpoints saved before checksums were recorded.
+    checksums: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -80,6 +84,10 @@ class Causal2VecConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 4:
                 raise ValueError(f"Causal2VecConfig.{name}={value!r} must be an integer >= 4")
+        if not isinstance(self.checksums, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.checksums.items()
+        ):
+            raise ValueError(f"Causal2VecConfig.checksums={self.checksums!r} must map file paths to checksum strings")
         if "{instruction}" not in self.instruction_template:
             raise ValueError(
                 f"Causal2VecConfig.instruction_template={self.instruction_template!r} must contain '{{instruction}}'"

@@ -143,6 +143,10 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
     ) -> Causal2Vec:
         """Load a saved checkpoint, a hub id (when online), or ``"default"`` (the embedded default, offline).
 
+        ``"default"`` is assembled once into a checkpoint folder in the cache (see :mod:`causal2vec.assets`) and
+        then loaded like any checkpoint; ``name_or_path`` stays ``"default"``. Every data file is checked against
+        the checksum recorded when it was saved, and the weights must be finite.
+
         Args:
             name_or_path: ``"default"``, a checkpoint folder written by :meth:`save_pretrained`, or a hub id.
             device: Where to put the model (``"cpu"``, ``"cuda"``, ``"cuda:1"`` …); defaults to CPU.
@@ -151,26 +155,37 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
 
         Raises:
             FileNotFoundError: If a checkpoint file is missing; the message names it.
-            ValueError: If a checkpoint file is corrupt or inconsistent; the message names it.
+            ValueError: If a checkpoint file is corrupt or inconsistent, or a weight is not finite; the message
+                names the file or tensor.
         """
         from causal2vec.checkpoint import load_checkpoint
 
         target = check_device(device) if device is not None else None
         with quiet_transformers_bars():
-            model = load_checkpoint(cls, str(name_or_path), dtype=resolve_dtype(dtype), **hub_kwargs)
+            folder, name = _resolve_checkpoint(str(name_or_path), hub_kwargs)
+            model = load_checkpoint(cls, folder, resolve_dtype(dtype))
+        model.name_or_path = name
         return model.to(target) if target is not None else model
 
-    def save_pretrained(self, path: str | Path) -> None:
+    def save_pretrained(self, path: str | Path, *, overwrite: bool = False) -> None:
         """Save the model as a checkpoint folder, atomically (written aside, then renamed into place).
 
-        The folder holds ``causal2vec_config.json``, ``encoder/`` and ``llm/`` (ordinary Hugging Face folders
-        with their tokenizers), ``projector.safetensors``, a README model card, and the files that let
-        ``SentenceTransformer(path, trust_remote_code=True)`` load it.
+        The folder holds ``causal2vec_config.json`` (with a checksum of every data file), ``encoder/`` and
+        ``llm/`` (ordinary Hugging Face folders with their tokenizers), ``projector.safetensors``, a README model
+        card, and the files that let ``SentenceTransformer(path, trust_remote_code=True)`` load it.
+
+        Args:
+            path: The checkpoint folder: new, empty, or an existing checkpoint (replaced).
+            overwrite: Also replace a file or a folder that is not a checkpoint; otherwise they are refused.
+
+        Raises:
+            FileExistsError: If ``path`` is a file or a non-empty folder that is not a checkpoint, and
+                ``overwrite`` is not set.
         """
         from causal2vec.checkpoint import save_checkpoint
 
         with quiet_transformers_bars():
-            save_checkpoint(self, Path(path))
+            save_checkpoint(self, Path(path), overwrite=overwrite)
 
     @torch.no_grad()
     def calibrate_projector(self, texts: tuple[str, ...] = CALIBRATION_TEXTS) -> float:
@@ -340,6 +355,18 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
             )
         finally:
             self.train(training)
+
+
+def _resolve_checkpoint(source: str, hub_kwargs: dict[str, Any]) -> tuple[Path, str]:
+    """The local folder to load for ``source`` and the name the model keeps (``"default"``, a path, a hub id)."""
+    from causal2vec.checkpoint import resolve_folder
+
+    if source == "default":
+        from causal2vec.assets import default_checkpoint
+
+        return default_checkpoint(), "default"
+    folder = resolve_folder(source, **hub_kwargs)
+    return folder, str(folder.resolve()) if Path(source).expanduser().exists() else source
 
 
 def _load_component(

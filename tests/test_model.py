@@ -33,7 +33,6 @@ def reference_embedding(model: Causal2Vec, text: str, prompt: str = "") -> np.nd
             c = pooled @ net[0].weight.T + net[0].bias
         # LLM: BOS when the tokenizer adds one, C, the prompt and text tokens, EOS (once).
         adds_bos = ltok("x")["input_ids"][0] == ltok.bos_token_id
-        adds_eos = ltok("x")["input_ids"][-1] == ltok.eos_token_id
         bos = [ltok.bos_token_id] if adds_bos else []
         prompt_ids = ltok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
         budget = cfg.llm_max_length - len(bos) - 2 - len(prompt_ids)
@@ -42,9 +41,8 @@ def reference_embedding(model: Causal2Vec, text: str, prompt: str = "") -> np.nd
         rows = [table[i] for i in bos]
         c_index = len(rows) if cfg.contextual_position == "after_bos" else 0
         rows.insert(c_index, c)
+        # EOS exactly once, also for tokenizers that add it themselves (text_ids were taken without specials).
         rows += [table[i] for i in [*prompt_ids, *text_ids, ltok.eos_token_id]]
-        if adds_eos:
-            assert len(rows) >= 2
         h = model.llm(inputs_embeds=torch.stack(rows)[None]).last_hidden_state[0]  # (T, D), no mask
         if cfg.output_pooling == "eos":
             e = h[-1]

@@ -30,9 +30,15 @@ def test_queries_match_encode_query(st_model, tiny_model, texts):
 
 
 def test_dimension_and_similarity(st_model, tiny_model):
-    assert st_model.get_embedding_dimension() == tiny_model.embedding_dim
-    emb = st_model.encode(["a cat", "a dog"])
-    np.testing.assert_allclose(st_model.similarity(emb, emb).diagonal().numpy(), 1.0, atol=1e-5)
+    # [h_C ; h_EOS] of the tiny LLM (hidden size 64, read from its saved config): 128 dimensions.
+    assert st_model.get_embedding_dimension() == 2 * tiny_model.llm.config.hidden_size == 128
+    sentences = ["a cat sat on the mat", "a dog", "Shares fell sharply in early trading."]
+    ours = tiny_model.encode(sentences, normalize=False).astype(np.float64)
+    expected = (ours @ ours.T) / np.outer(np.linalg.norm(ours, axis=1), np.linalg.norm(ours, axis=1))
+    emb = st_model.encode(sentences)
+    assert emb.shape == (3, 128)
+    np.testing.assert_allclose(st_model.similarity(emb, emb).numpy(), expected, atol=1e-5, rtol=0)
+    assert np.abs(expected - np.eye(3)).max() > 1e-3, "distinct sentences should not all be orthogonal or equal"
 
 
 def test_refused_without_trust_remote_code(tiny_checkpoint):

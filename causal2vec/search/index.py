@@ -16,23 +16,18 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from causal2vec.encoding import EmbeddingBackend, encode_texts
-from causal2vec.runtime import remove_stale_siblings, replace_dir, show_progress
+from causal2vec.runtime import show_progress
 from causal2vec.search import ingest
 from causal2vec.search import vectors as faiss_vectors
 from causal2vec.search.corpus import Document
 from causal2vec.search.docstore import Hit, StoredDocument
 from causal2vec.search.manifest import (
-    DOCUMENTS,
-    MANIFEST,
     Generations,
-    Manifest,
-    WriterLock,
+    check_model,
     index_max_length,
     load_model,
     model_identity,
-    write_vectors,
 )
-from causal2vec.search.vectors import VectorStore
 
 logger = logging.getLogger(__name__)
 
@@ -107,28 +102,19 @@ class SemanticIndex:
             IndexBusyError: If another process is writing to ``path``.
             ValueError: If FAISS cannot build ``factory``, or a document is bad; nothing is left behind.
         """
-        path = Path(path).absolute()
-        with WriterLock.acquire(path) as lock:
-            if path.exists() and not overwrite:
-                raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) or append to it")
-            if path.exists() and not (path / MANIFEST).is_file():
-                raise FileExistsError(f"refusing to overwrite {path}: it is not a semantic index (no {MANIFEST})")
-            remove_stale_siblings(path)
-            with replace_dir(path) as tmp:
-                manifest = Manifest.new(int(model.embedding_dim), factory, model_identity(model, max_length))
-                vectors = VectorStore.new(factory, manifest.dim)
-                write_vectors(vectors.index, tmp, manifest)
-                manifest.write(tmp)
-                state = Generations(tmp, manifest, vectors)
-                state.lock, state.owns_lock = lock, False
-                with cls(state, model) as built:
-                    if gpu:
-                        built.to_gpu()
-                    built.add(documents, **add_kwargs)
-                    built.save()
-        logger.info("built %s: %d documents", path, built.manifest.count)
-        # Reopen at the final place, keeping the vectors in memory rather than reading a second copy.
-        return cls(Generations(path, built.manifest, built._vectors), model)
+        identity = model_identity(model, max_length)
+
+        def fill(state: Generations) -> Generations:
+            with cls(state, model) as built:
+                if gpu:
+                    built.to_gpu()
+                built.add(documents, **add_kwargs)
+                built.save()
+            return state
+
+        state = Generations.build(Path(path).absolute(), int(model.embedding_dim), factory, identity, overwrite, fill)
+        logger.info("built %s: %d documents", state.path, state.manifest.count)
+        return cls(state, model)
 
     @classmethod
     def load(
@@ -188,18 +174,7 @@ class SemanticIndex:
 
     @model.setter
     def model(self, model: EmbeddingBackend) -> None:
-        dim = int(model.embedding_dim)
-        if dim != self.manifest.dim:
-            raise ValueError(
-                f"the model embeds in {dim} dimensions but the index {self.path} holds {self.manifest.dim}-dimensional "
-                f"vectors (built with model {self.manifest.model!r}); use that model or rebuild the index"
-            )
-        name, sha, _ = model_identity(model)
-        if sha is not None and self.manifest.model_config_sha256 not in (None, sha):
-            logger.warning(
-                "model %r has a different config from the one that embedded this index's documents (%r); "
-                "scores may be meaningless", name, self.manifest.model,
-            )  # fmt: skip
+        check_model(self.manifest, model, self.path)
         self._model = model
 
     def _embed(self, texts: list[str], instruction: str | None, batch_size: int, truncated: list[int]) -> np.ndarray:
@@ -249,13 +224,7 @@ class SemanticIndex:
             ValueError: If a query is empty, ``k`` is not a positive integer, or a parameter does not apply.
             TypeError: If a query is not a string.
         """
-        single = isinstance(queries, str)
-        texts = [queries] if single else list(queries)
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"queries[{i}] is {type(text).__name__}; each query must be a str")
-            if not text.strip():
-                raise ValueError("the query is empty" if single else f"queries[{i}] is empty")
+        texts, single = _query_texts(queries)
         _check_k(k)
         if not texts:
             return []
@@ -330,50 +299,24 @@ class SemanticIndex:
                 all unsaved changes are discarded (so they are on any other error, and on Ctrl-C).
             IndexBusyError: If another process is writing to the index.
         """
-        if on_duplicate not in ingest.ON_DUPLICATE:
-            raise ValueError(
-                f"on_duplicate={on_duplicate!r} is not supported; choose one of {list(ingest.ON_DUPLICATE)}"
-            )
-        if embeddings is not None:
-            documents = list(documents)
-            embeddings = np.asarray(embeddings, dtype=np.float32)
-            if embeddings.ndim != 2 or len(embeddings) != len(documents):
-                raise ValueError(f"embeddings have shape {embeddings.shape}; expected ({len(documents)}, dim)")
-            total = len(documents)
+        documents, embeddings, total = ingest.check_add_arguments(documents, embeddings, on_duplicate, total)
         self._state.begin()
         truncated: list[int] = []
         bar = tqdm(total=total, unit="doc", desc="Indexing", disable=not show_progress(show_progress_bar))
         try:
-            staged = self._stage(documents, embeddings, on_duplicate, batch_size, chunk_size, bar, truncated)
+            staged = ingest.stage_documents(
+                self._state, documents, embed=lambda texts: self._embed(texts, None, batch_size, truncated),
+                embeddings=embeddings, on_duplicate=on_duplicate, chunk_size=chunk_size, bar=bar,
+            )  # fmt: skip
         except BaseException:
             self._state.discard()
             raise
         finally:
             bar.close()
         if sum(truncated):
-            budget = index_max_length(self.manifest)
             logger.warning("%d of %d texts were truncated to the model's token budget%s", sum(truncated), staged,
-                           f" (max_length={budget})" if budget else "")  # fmt: skip
+                           f" (max_length={b})" if (b := index_max_length(self.manifest)) else "")  # fmt: skip
         logger.info("staged %d documents in %s", staged, self.path)
-        return staged
-
-    def _stage(self, documents: Iterable[Any], embeddings: np.ndarray | None, on_duplicate: ingest.OnDuplicate,
-               batch_size: int, chunk_size: int, bar: tqdm, truncated: list[int]) -> int:  # fmt: skip
-        trained = self._vectors.index.is_trained
-        spill = None if trained else ingest.TrainingSpill(self.path, self._vectors.index, self.manifest.dim)
-        try:
-            staged = ingest.stage_stream(
-                documents, store=self.store, pending=self._view, dim=self.manifest.dim,
-                embed=lambda texts: self._embed(texts, None, batch_size, truncated),
-                add=self._vectors.add if spill is None else spill.write, delete=self._delete_vids,
-                embeddings=embeddings, on_duplicate=on_duplicate, chunk_size=chunk_size, bar=bar,
-            )  # fmt: skip
-            if spill is not None:
-                spill.train_and_add(self._vectors.index, self.store, self.manifest.factory)
-                self._vectors.forget_tombstones_not_in_index()
-        finally:
-            if spill is not None:
-                spill.close()
         return staged
 
     def delete(self, ids: Iterable[str], *, missing_ok: bool = False) -> int:
@@ -391,12 +334,8 @@ class SemanticIndex:
             logger.info("%d ids to delete were not in the index", len(missing))
         if found:
             self._state.begin()
-            self._delete_vids([vid for vid, _ in found.values()])
+            ingest.delete_vids(self._state, [vid for vid, _ in found.values()])
         return len(found)
-
-    def _delete_vids(self, vids: list[int]) -> None:
-        self.store.delete(vids, self._view)
-        self._vectors.remove(np.asarray(vids, dtype=np.int64))
 
     def save(self, path: str | Path | None = None) -> None:
         """Commit the staged changes: write the new vector file, then switch the manifest to it atomically.
@@ -409,18 +348,7 @@ class SemanticIndex:
         """
         self._state.commit(self.COMPACT_FRACTION)
         if path is not None and Path(path).absolute() != self.path:
-            self._copy_to(Path(path).absolute())
-
-    def _copy_to(self, path: Path) -> None:
-        with WriterLock.acquire(path):
-            if path.exists():
-                raise FileExistsError(f"{path} already exists; save a copy to a new folder")
-            with replace_dir(path) as tmp:
-                self.store.backup_to(tmp / DOCUMENTS)
-                copy = Manifest(**{**self.manifest.__dict__})
-                write_vectors(self._vectors.index, tmp, copy)
-                copy.write(tmp)
-        logger.info("saved a copy of %s to %s", self.path, path)
+            self._state.copy_to(Path(path).absolute())
 
     def discard(self) -> None:
         """Drop all staged changes and return to the committed state."""
@@ -434,6 +362,18 @@ class SemanticIndex:
         if len(self._vectors.tombstones):
             self._state.begin()
             self._vectors.compact(self.manifest.factory, self.manifest.dim)
+
+
+def _query_texts(queries: object) -> tuple[list[str], bool]:
+    """Queries as a list, and whether one string was given; rejects non-strings and empty queries."""
+    single = isinstance(queries, str)
+    texts = [queries] if single else list(queries)  # type: ignore[call-overload]
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"queries[{i}] is {type(text).__name__}; each query must be a str")
+        if not text.strip():
+            raise ValueError("the query is empty" if single else f"queries[{i}] is empty")
+    return texts, single
 
 
 def _check_k(k: object) -> None:

@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -19,6 +19,9 @@ from tqdm.auto import tqdm
 from causal2vec.search import vectors as faiss_vectors
 from causal2vec.search.corpus import Document, as_document, chunked
 from causal2vec.search.docstore import DocumentStore
+
+if TYPE_CHECKING:
+    from causal2vec.search.manifest import Generations
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +31,54 @@ ON_DUPLICATE = ("error", "replace", "skip")
 Embed = Callable[[list[str]], np.ndarray]  # document texts -> (n, dim) embeddings
 AddVectors = Callable[[np.ndarray, np.ndarray], None]  # (vectors, vids) -> None
 DeleteVids = Callable[[list[int]], None]
+
+
+def check_add_arguments(
+    documents: Iterable[Any], embeddings: Any, on_duplicate: str, total: int | None
+) -> tuple[Iterable[Any], np.ndarray | None, int | None]:
+    """Validate ``SemanticIndex.add``'s arguments; with precomputed embeddings, the documents become a list.
+
+    Raises:
+        ValueError: For an unknown ``on_duplicate``, or embeddings whose shape does not match the documents.
+    """
+    if on_duplicate not in ON_DUPLICATE:
+        raise ValueError(f"on_duplicate={on_duplicate!r} is not supported; choose one of {list(ON_DUPLICATE)}")
+    if embeddings is None:
+        return documents, None, total
+    documents = list(documents)
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    if embeddings.ndim != 2 or len(embeddings) != len(documents):
+        raise ValueError(f"embeddings have shape {embeddings.shape}; expected ({len(documents)}, dim)")
+    return documents, embeddings, len(documents)
+
+
+def stage_documents(state: Generations, documents: Iterable[Any], *, embed: Embed, embeddings: np.ndarray | None,
+                    on_duplicate: OnDuplicate, chunk_size: int, bar: tqdm) -> int:  # fmt: skip
+    """Stage documents into an open index that is staging (see :func:`stage_stream`); returns how many.
+
+    An untrained index (IVF, PQ …) gets its vectors through a :class:`TrainingSpill`, trained at the end.
+    """
+    vectors = state.vectors
+    spill = None if vectors.index.is_trained else TrainingSpill(state.path, vectors.index, state.manifest.dim)
+    try:
+        staged = stage_stream(
+            documents, store=state.store, pending=state.view, dim=state.manifest.dim, embed=embed,
+            add=vectors.add if spill is None else spill.write, delete=lambda vids: delete_vids(state, vids),
+            embeddings=embeddings, on_duplicate=on_duplicate, chunk_size=chunk_size, bar=bar,
+        )  # fmt: skip
+        if spill is not None:
+            spill.train_and_add(vectors.index, state.store, state.manifest.factory)
+            vectors.forget_tombstones_not_in_index()
+    finally:
+        if spill is not None:
+            spill.close()
+    return staged
+
+
+def delete_vids(state: Generations, vids: list[int]) -> None:
+    """Delete documents by row number from the staged generation: their rows and their vectors."""
+    state.store.delete(vids, state.view)
+    state.vectors.remove(np.asarray(vids, dtype=np.int64))
 
 
 def stage_stream(

@@ -24,12 +24,13 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from causal2vec.runtime import file_checksum, verify_checksum, write_atomic
+from causal2vec.runtime import file_checksum, remove_stale_siblings, replace_dir, verify_checksum, write_atomic
 from causal2vec.search import vectors as faiss_vectors
 from causal2vec.search.docstore import DocumentStore
 from causal2vec.search.vectors import VectorStore
@@ -243,6 +244,36 @@ class Generations:
         opened.check_consistency()
         return opened
 
+    @classmethod
+    def build(
+        cls, path: Path, dim: int, factory: str, model: tuple[str | None, str | None, dict[str, Any]],
+        overwrite: bool, fill: Callable[[Generations], Generations],
+    ) -> Generations:  # fmt: skip
+        """Create an index folder under the writer lock: built aside, filled by ``fill``, renamed into place.
+
+        Returns:
+            The committed state at ``path``, with the vectors ``fill`` left in memory (not read a second time).
+
+        Raises:
+            FileExistsError: If ``path`` exists and ``overwrite`` is not set, or it is not an index.
+            IndexBusyError: If another process is writing to ``path``.
+        """
+        with WriterLock.acquire(path) as lock:
+            if path.exists() and not overwrite:
+                raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) or append to it")
+            if path.exists() and not (path / MANIFEST).is_file():
+                raise FileExistsError(f"refusing to overwrite {path}: it is not a semantic index (no {MANIFEST})")
+            remove_stale_siblings(path)
+            with replace_dir(path) as tmp:
+                manifest = Manifest.new(dim, factory, model)
+                vectors = VectorStore.new(factory, dim)
+                write_vectors(vectors.index, tmp, manifest)
+                manifest.write(tmp)
+                state = cls(tmp, manifest, vectors)
+                state.lock, state.owns_lock = lock, False
+                filled = fill(state)
+        return cls(path, filled.manifest, filled.vectors)
+
     @property
     def view(self) -> int:
         """The generation a reader of this handle sees: the committed one, or the staged one while it writes."""
@@ -305,6 +336,22 @@ class Generations:
         self.store.purge(m.generation)
         self.end()
         logger.info("saved %s: generation %d, %d documents", self.path, m.generation, m.count)
+
+    def copy_to(self, path: Path) -> None:
+        """Write a copy of the committed index to the new folder ``path`` (built aside, renamed into place).
+
+        Raises:
+            FileExistsError: If ``path`` already exists.
+        """
+        with WriterLock.acquire(path):
+            if path.exists():
+                raise FileExistsError(f"{path} already exists; save a copy to a new folder")
+            with replace_dir(path) as tmp:
+                self.store.backup_to(tmp / DOCUMENTS)
+                copy = dataclasses.replace(self.manifest)
+                write_vectors(self.vectors.index, tmp, copy)
+                copy.write(tmp)
+        logger.info("saved a copy of %s to %s", self.path, path)
 
     def discard(self) -> None:
         """Drop the staged changes: the store's pending rows, the vectors, temporary files; release the lock."""
@@ -372,6 +419,26 @@ def model_identity(model: Any, max_length: int | None = None) -> tuple[str | Non
     if (dtype := getattr(model, "dtype", None)) is not None:
         settings["dtype"] = str(dtype).removeprefix("torch.")
     return name, sha, settings
+
+
+def check_model(manifest: Manifest, model: Any, where: Path) -> None:
+    """Check that ``model`` can embed queries for the index at ``where``; warn if its config differs.
+
+    Raises:
+        ValueError: If its dimension differs from the index's, naming both and the model that built the index.
+    """
+    dim = int(model.embedding_dim)
+    if dim != manifest.dim:
+        raise ValueError(
+            f"the model embeds in {dim} dimensions but the index {where} holds {manifest.dim}-dimensional "
+            f"vectors (built with model {manifest.model!r}); use that model or rebuild the index"
+        )
+    name, sha, _ = model_identity(model)
+    if sha is not None and manifest.model_config_sha256 not in (None, sha):
+        logger.warning(
+            "model %r has a different config from the one that embedded this index's documents (%r); "
+            "scores may be meaningless", name, manifest.model,
+        )  # fmt: skip
 
 
 def index_max_length(manifest: Manifest) -> int | None:

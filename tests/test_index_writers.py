@@ -219,3 +219,9 @@ def test_pq_on_too_few_documents_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"factory 'IVF1,PQ96' cannot be trained on 20 documents .*'Flat'"):
         SemanticIndex.build(tmp_path / "idx", HashEmbedder(192), docs(20), factory="IVF1,PQ96")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_token_budget_without_room_for_the_query_instruction_is_refused_at_build(tmp_path, tiny_model):
+    with pytest.raises(ValueError, match=r"the instruction takes \d+ LLM tokens, more than llm_max_length=8"):
+        SemanticIndex.build(tmp_path / "idx", tiny_model, ["a document"], max_length=8)
+    assert list(tmp_path.iterdir()) == []

@@ -103,6 +103,8 @@ class SemanticIndex:
             ValueError: If FAISS cannot build ``factory``, or a document is bad; nothing is left behind.
         """
         identity = model_identity(model, max_length)
+        # Fail now, not at the first search, if the query instruction leaves no room in the token budget.
+        model.tokenize([""], model.config.format_instruction(model.config.query_instruction), max_length=max_length)
 
         def fill(state: Generations) -> Generations:
             with cls(state, model) as built:

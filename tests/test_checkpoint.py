@@ -139,7 +139,8 @@ def test_checksums_cover_the_data_files(tiny_checkpoint):
         if p.is_file() and p.name not in (CONFIG_NAME, "README.md", "modules.json", "config_sentence_transformers.json")
     }
     assert set(recorded) == data_files
-    assert {"projector.safetensors", "llm/model.safetensors", "llm/tokenizer.json", "encoder/tokenizer.json"} <= data_files
+    expected = {"projector.safetensors", "llm/model.safetensors", "llm/tokenizer.json", "encoder/tokenizer.json"}
+    assert expected <= data_files
     for name, value in recorded.items():
         assert value == "xxh3_128:" + xxhash.xxh3_128((tiny_checkpoint / name).read_bytes()).hexdigest(), name
 

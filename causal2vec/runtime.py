@@ -24,8 +24,6 @@ from typing import IO, Any
 
 import torch
 
-logger = logging.getLogger(__name__)
-
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}
 
@@ -193,8 +191,11 @@ def replace_dir(target: Path, *, tag: str | None = None) -> Iterator[Path]:
             raise
         fsync_dir(target.parent)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        for leftover in (tmp, old):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)  # a file that stood at ``target``
 
 
 def remove_stale_siblings(target: Path) -> None:
@@ -237,17 +238,19 @@ def write_atomic(path: Path, write: Callable[[IO[Any]], object], *, binary: bool
     fsync_dir(path.parent)
 
 
-CHECKSUM_ALGORITHM = "xxh3_128"  # ~20 GB/s here against ~1.7 GB/s for SHA-256 (bench/checksum.py)
+CHECKSUM_ALGORITHM = "xxh3_128"  # about 8x faster than SHA-256 here (bench/checksum.py)
 
 
-def file_checksum(path: Path, block: int = 1 << 24) -> str:
-    """A fast content hash of a file, ``"xxh3_128:<hex>"``, read in 16 MiB blocks (memory stays flat)."""
+def file_checksum(path: Path, block: int = 1 << 20) -> str:
+    """A fast content hash of a file, ``"xxh3_128:<hex>"``, read into one reused 1 MiB buffer (memory stays flat)."""
     import xxhash
 
     digest = xxhash.xxh3_128()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
+    buffer = bytearray(block)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            digest.update(view[:n])
     return f"{CHECKSUM_ALGORITHM}:{digest.hexdigest()}"
 
 

@@ -7,7 +7,6 @@ training sample in memory until the stream ends.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,7 +22,6 @@ from causal2vec.search.docstore import DocumentStore
 if TYPE_CHECKING:
     from causal2vec.search.manifest import Generations
 
-logger = logging.getLogger(__name__)
 
 OnDuplicate = Literal["error", "replace", "skip"]
 ON_DUPLICATE = ("error", "replace", "skip")

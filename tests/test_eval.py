@@ -1,31 +1,41 @@
 """``python -m eval``: the mteb wrapper, the offline BBC tasks, user JSONL tasks, --compare, and bad input.
 
-Scores are checked against nDCG@10 and cosine rankings computed here with numpy from the model's own embeddings.
+Every score is checked against one recomputed here from ``model.encode``: nDCG@10 by brute-force cosine ranking
+(numpy), STS Spearman (scipy), and clustering V-measure and k-shot classification accuracy (scikit-learn, replaying
+the sampling of mteb 2.x). A wrapper that returned random vectors fails each of them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import mteb
 import numpy as np
 import pytest
+from datasets import Dataset, DatasetDict
+from mteb.abstasks.sts import AbsTaskSTS
 from mteb.abstasks.task_metadata import TaskType
 from mteb.mocks.mock_tasks.classification import MockClassificationTask
 from mteb.mocks.mock_tasks.retrieval import MockRetrievalTask
 from mteb.mocks.mock_tasks.sts import MockSTSTask
 from mteb.results import TaskResult
 from mteb.types import PromptType
+from scipy.stats import spearmanr
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, v_measure_score
 
 from causal2vec import Causal2Vec
-from causal2vec.data.bbc import bbc_news_split
+from causal2vec.data.bbc import Article, bbc_news_split
 from eval.cli import main
 from eval.models import Causal2VecEncoder, ModelSource, load_encoder, load_instructions, resolve_model
 from eval.tasks import LOCAL_TASKS
@@ -67,19 +77,117 @@ def _ndcg_at_10(query_emb: np.ndarray, doc_emb: np.ndarray, relevant: list[int])
     return float(np.mean(gains))
 
 
-def test_wrapper_passes_mteb_mock_retrieval_sts_and_classification(tiny_encoder, tiny_model):
+def _sts_pairs(n: int = 60) -> dict[str, list[Any]]:
+    """Headline–body pairs of BBC validation articles: 5 for the article's own body, 2 for another article on the
+    same topic, 0 for an article on another topic (a third of the pairs each)."""
+    articles = bbc_news_split("validation")  # grouped by topic: every third article spans all five
+    heads = articles[::3][:n]
+    others = [a for a in articles if a not in heads]
+    rows: dict[str, list[Any]] = {"sentence1": [], "sentence2": [], "score": []}
+    for i, article in enumerate(heads):
+        rotated = others[i:] + others[:i]
+        partner, score = [
+            (article, 5),
+            (next(b for b in rotated if b.topic == article.topic), 2),
+            (next(b for b in rotated if b.topic != article.topic), 0),
+        ][i % 3]
+        rows["sentence1"].append(article.title)
+        rows["sentence2"].append(partner.body[:400])
+        rows["score"].append(score)
+    return rows
+
+
+class HeadlineBodySTS(AbsTaskSTS):
+    """An offline STS task with enough pairs (60) that the Spearman of random embeddings is far from the model's."""
+
+    metadata = MockSTSTask.metadata.model_copy(update={"name": "HeadlineBodySTS"})
+    min_score = 0
+    max_score = 5
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        self.dataset = DatasetDict({"test": Dataset.from_dict(_sts_pairs())})
+        self.data_loaded = True
+
+
+def _sts_reference(model: Causal2Vec, rows: dict[str, list[Any]], instruction: str) -> float:
+    """Spearman of the gold scores and the cosines of both sides, each encoded with the STS instruction."""
+    a = model.encode(rows["sentence1"], instruction=instruction, normalize=True)
+    b = model.encode(rows["sentence2"], instruction=instruction, normalize=True)
+    return float(spearmanr(rows["score"], (a * b).sum(1)).statistic)
+
+
+def _classification_reference(
+    model: Causal2Vec,
+    instruction: str,
+    train: tuple[list[str], list[Any]],
+    test: tuple[list[str], list[Any]],
+    *,
+    seed: int = 42,
+    samples_per_label: int = 8,
+    experiments: int = 10,
+) -> float:
+    """Mean accuracy of mteb 2.x's k-shot logistic-regression experiments, replayed with scikit-learn.
+
+    mteb shuffles one list of train indices in place with a fresh ``np.random.RandomState(seed)`` before each
+    experiment (so the shuffles compound), keeps the first ``samples_per_label`` of each label, fits
+    ``LogisticRegression(max_iter=100, random_state=seed)`` and scores accuracy on the whole test split. The train
+    texts are embedded once, as the sorted union of every experiment's picks.
+    """
+    (train_texts, train_labels), (test_texts, test_labels) = train, test
+    order, picks = list(range(len(train_texts))), []
+    for _ in range(experiments):
+        np.random.RandomState(seed).shuffle(order)
+        counts: Counter = Counter()
+        picked = []
+        for i in order:
+            if counts[train_labels[i]] < samples_per_label:
+                counts[train_labels[i]] += 1
+                picked.append(i)
+        picks.append(picked)
+    union = sorted(set().union(*picks))
+    embedded = model.encode([train_texts[i] for i in union], instruction=instruction, normalize=True)
+    row = {index: position for position, index in enumerate(union)}
+    test_embeddings = model.encode(test_texts, instruction=instruction, normalize=True)
+    accuracies = []
+    for picked in picks:
+        classifier = LogisticRegression(max_iter=100, random_state=seed)
+        classifier.fit(embedded[[row[i] for i in picked]], [train_labels[i] for i in picked])
+        accuracies.append(accuracy_score(test_labels, classifier.predict(test_embeddings)))
+    return float(np.mean(accuracies))
+
+
+def _clustering_reference(
+    embeddings: np.ndarray, labels: list[str], *, seed: int = 42, runs: int = 10, sample: int = 16_384
+) -> float:
+    """Mean V-measure of mteb 2.x's bootstrapped clustering, replayed with scikit-learn.
+
+    Each run draws ``sample`` documents with replacement (``random.Random(seed).choices``, one generator for all
+    runs) and clusters them with one ``MiniBatchKMeans`` (k = number of labels, batch 512, k-means++, one init,
+    ``random_state=seed``) refitted per run.
+    """
+    rng, gold = random.Random(seed), np.array(labels)
+    kmeans = MiniBatchKMeans(n_clusters=len(set(labels)), batch_size=512, init="k-means++", n_init=1, random_state=seed)
+    scores = []
+    for _ in range(runs):
+        drawn = rng.choices(range(len(labels)), k=sample)
+        scores.append(v_measure_score(gold[drawn], kmeans.fit_predict(embeddings[drawn])))
+    return float(np.mean(scores))
+
+
+def test_wrapper_scores_retrieval_sts_and_classification_as_recomputed_here(tiny_encoder, tiny_model):
     tiny_encoder.calls.clear()
-    tasks = [MockRetrievalTask(), MockSTSTask(), MockClassificationTask()]
+    tasks = [MockRetrievalTask(), HeadlineBodySTS(), MockClassificationTask()]
     result = mteb.evaluate(tiny_encoder, tasks, cache=None, co2_tracker=False, show_progress_bar=False)
     assert not result.exceptions
     scores = {r.task_name: r for r in result.task_results}
-    assert set(scores) == {"MockRetrievalTask", "MockSTSTask", "MockClassificationTask"}
+    assert set(scores) == {"MockRetrievalTask", "HeadlineBodySTS", "MockClassificationTask"}
+    instructions = load_instructions()
 
     # Retrieval: queries carry the instruction, documents none, and the score is the brute-force one.
     calls = {(name, kind): (instr, texts) for name, kind, instr, texts in tiny_encoder.calls}
     query_instr, queries = calls["MockRetrievalTask", PromptType.query]
     doc_instr, _ = calls["MockRetrievalTask", PromptType.document]
-    assert query_instr == load_instructions()["Retrieval"] and doc_instr is None
+    assert query_instr == instructions["Retrieval"] and doc_instr is None
     task = MockRetrievalTask()
     task.load_data()
     split = task.dataset["default"]["test"]
@@ -92,11 +200,21 @@ def test_wrapper_passes_mteb_mock_retrieval_sts_and_classification(tiny_encoder,
     assert scores["MockRetrievalTask"].get_score() == pytest.approx(_ndcg_at_10(q, d, relevant), abs=1e-4)
     assert queries == list(split["queries"]["text"])
 
-    # STS: both sides are encoded with the STS instruction; the score is the Spearman of cosines (2 pairs: ±1).
-    sts_calls = [c for c in tiny_encoder.calls if c[0] == "MockSTSTask"]
-    assert {c[1] for c in sts_calls} == {None} and {c[2] for c in sts_calls} == {load_instructions()["STS"]}
-    assert scores["MockSTSTask"].get_score() in (pytest.approx(1.0), pytest.approx(-1.0))
-    assert 0.0 <= scores["MockClassificationTask"].get_score() <= 1.0
+    # STS: both sides are encoded with the STS instruction; the score is the Spearman of cosines and gold scores.
+    sts_calls = [c for c in tiny_encoder.calls if c[0] == "HeadlineBodySTS"]
+    assert {c[1] for c in sts_calls} == {None} and {c[2] for c in sts_calls} == {instructions["STS"]}
+    rows = _sts_pairs()
+    assert [c[3] for c in sts_calls] == [rows["sentence1"], rows["sentence2"]]
+    expected = _sts_reference(tiny_encoder.model, rows, instructions["STS"])
+    assert scores["HeadlineBodySTS"].get_score() == pytest.approx(expected, abs=1e-6)
+
+    # Classification: every text gets the task type's instruction; the accuracy is scikit-learn's on the same split.
+    mock = MockClassificationTask()
+    mock.load_data()
+    train, test = ((list(mock.dataset[s]["text"]), list(mock.dataset[s]["label"])) for s in ("train", "test"))
+    expected = _classification_reference(tiny_encoder.model, instructions["Classification"], train, test)
+    assert {c[2] for c in tiny_encoder.calls if c[0] == "MockClassificationTask"} == {instructions["Classification"]}
+    assert scores["MockClassificationTask"].get_score() == pytest.approx(expected, abs=1e-9)
 
 
 def test_instruction_precedence_task_name_then_task_prompt_then_task_type(tiny_encoder):
@@ -123,12 +241,17 @@ def test_shipped_instructions_name_real_tasks_or_task_types():
         assert mteb.get_task(key).metadata.name == key  # raises KeyError for a misspelt task
 
 
-def _bbc_reference(checkpoint: Path) -> float:
-    model = Causal2Vec.from_pretrained(checkpoint)
+def _bbc_reference(model: Causal2Vec) -> float:
+    """BBCNewsRetrieval's nDCG@10: test headlines (with the instruction) against test bodies."""
     test = bbc_news_split("test")
     q = model.encode([a.title for a in test], instruction=load_instructions()["BBCNewsRetrieval"])
     d = model.encode([a.body for a in test])
     return _ndcg_at_10(q, d, list(range(len(test))))
+
+
+def _article_texts(articles: list[Article]) -> tuple[list[str], list[str]]:
+    """Headline and body on separate lines, as the index embeds a titled document, and the topics."""
+    return [f"{a.title}\n{a.body}" for a in articles], [a.topic for a in articles]
 
 
 def _table(path: Path) -> tuple[list[str], dict[str, list[str]]]:
@@ -148,9 +271,15 @@ def test_local_bbc_tasks_end_to_end(tiny_checkpoint, tmp_path, capsys):
     for name in LOCAL_TASKS:
         (path,) = out.glob(f"results/local__tiny/*/*/*/{name}.json")
         results[name] = TaskResult.from_disk(path)
-    assert results["BBCNewsRetrieval"].get_score() == pytest.approx(_bbc_reference(tiny_checkpoint), abs=1e-4)
-    assert 0.0 <= results["BBCNewsClustering"].get_score() <= 1.0
-    assert 0.2 <= results["BBCNewsClassification"].get_score() <= 1.0
+    model, instructions = Causal2Vec.from_pretrained(tiny_checkpoint), load_instructions()
+    assert results["BBCNewsRetrieval"].get_score() == pytest.approx(_bbc_reference(model), abs=1e-4)
+    test_texts, test_topics = _article_texts(bbc_news_split("test"))
+    clustered = model.encode(test_texts, instruction=instructions["BBCNewsClustering"], normalize=True)
+    expected = _clustering_reference(clustered, test_topics)
+    assert results["BBCNewsClustering"].get_score() == pytest.approx(expected, abs=1e-6)
+    train = _article_texts(bbc_news_split("train"))
+    expected = _classification_reference(model, instructions["BBCNewsClassification"], train, (test_texts, test_topics))
+    assert results["BBCNewsClassification"].get_score() == pytest.approx(expected, abs=1e-6)
     loaded = mteb.ResultCache(cache_path=out).load_results(
         tasks=list(LOCAL_TASKS), include_remote=False, load_experiments="match_name"
     )
@@ -273,6 +402,19 @@ def test_unknown_task_and_benchmark_list_close_matches(tmp_path, capsys):
     assert "unknown benchmark 'BBCNew'; did you mean 'BBCNews'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("under", [False, True], ids=["is-a-file", "under-a-file"])
+def test_an_output_that_is_a_file_is_rejected_before_any_work(tiny_checkpoint, tmp_path, capsys, under):
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("keep me")
+    output = blocker / "eval" if under else blocker
+    args = ["--model", str(tiny_checkpoint), "--tasks", "BBCNewsRetrieval", "--output", str(output)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--output {output} " in err and "must be a folder" in err, err
+    assert (f"lies under {blocker}, which is a file" if under else "is a file") in err
+    assert blocker.read_text() == "keep me"
+
+
 def test_a_folder_that_is_not_a_checkpoint_is_rejected(tmp_path, capsys):
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text("{}")
@@ -292,7 +434,8 @@ def test_onnx_backend_scores_as_torch_does(tiny_checkpoint, tmp_path, capsys):
     assert export_main(["--model", str(tiny_checkpoint), "--output", str(folder)]) == 0
     assert main(["--model", str(folder), *args]) == 0
     (path,) = (tmp_path / "eval").glob("results/local__tiny/*/experiments/backend_onnx/BBCNewsRetrieval.json")
-    assert TaskResult.from_disk(path).get_score() == pytest.approx(_bbc_reference(tiny_checkpoint), abs=1e-3)
+    expected = _bbc_reference(Causal2Vec.from_pretrained(tiny_checkpoint))
+    assert TaskResult.from_disk(path).get_score() == pytest.approx(expected, abs=1e-3)
 
 
 def test_a_task_that_needs_the_network_is_reported_and_the_others_run(tiny_checkpoint, tmp_path):

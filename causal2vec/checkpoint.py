@@ -22,8 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,12 +118,8 @@ def save_checkpoint(model: Causal2Vec, path: Path, *, overwrite: bool = False) -
     path = Path(path).absolute()
     check_save_target(path, overwrite)
     remove_stale_siblings(path)
-    tag = f"{uuid.uuid4().hex[:8]}-{os.getpid()}"
-    with replace_dir(path, tag=tag) as tmp:
+    with replace_dir(path) as tmp:
         write_checkpoint_files(model, tmp)
-    replaced = path.with_name(f".{path.name}.old-{tag}")
-    if replaced.is_file() or replaced.is_symlink():  # a file replaced with overwrite=True; replace_dir removes folders
-        replaced.unlink()
     logger.info("saved Causal2Vec checkpoint to %s", path)
 
 

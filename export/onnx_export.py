@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +18,7 @@ from causal2vec.adapters import has_adapter
 from causal2vec.encoding import encode_texts
 from causal2vec.onnx_backend import INPUT_NAMES, ONNX_DIR, OUTPUT_NAME, OnnxCausal2Vec
 from causal2vec.projector import CALIBRATION_TEXTS
+from causal2vec.runtime import replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -80,12 +79,10 @@ def export_onnx(model: Causal2Vec, folder: Path, opset: int = DEFAULT_OPSET) -> 
     dynamic_shapes = {
         name: {0: batch, 1: encoder_tokens if name.startswith("encoder") else llm_tokens} for name in INPUT_NAMES
     }
-    staging = folder / f".{ONNX_DIR}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
     start = time.perf_counter()
     # The registry's "torchvision is not installed" notes do not matter: no vision ops are exported.
     registry = "torch.onnx._internal.exporter._registration"
-    try:
+    with replace_dir(folder / ONNX_DIR) as staging:  # an earlier export is replaced only once this one is complete
         with _quiet_logger(registry), warnings.catch_warnings(), torch.inference_mode():
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning)
@@ -101,9 +98,6 @@ def export_onnx(model: Causal2Vec, folder: Path, opset: int = DEFAULT_OPSET) -> 
                 verbose=False,
             )
         program.save(staging / "model.onnx")
-        _swap_in(staging, folder / ONNX_DIR)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported %s in %.1f s", folder / ONNX_DIR / "model.onnx", time.perf_counter() - start)
     return folder / ONNX_DIR / "model.onnx"
 
@@ -118,14 +112,6 @@ def _quiet_logger(name: str) -> Iterator[None]:
         yield
     finally:
         log.setLevel(level)
-
-
-def _swap_in(staging: Path, target: Path) -> None:
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    if target.exists():
-        target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass(frozen=True)

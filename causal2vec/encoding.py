@@ -62,16 +62,35 @@ class EmbeddingBackend(Protocol):
 
 
 class QueryDocumentMethods:
-    """``encode_query``, ``encode_document`` and ``similarity`` for any class with ``config`` and ``encode``.
+    """``encode``, ``encode_query``, ``encode_document`` and ``similarity`` for any :class:`EmbeddingBackend`.
 
-    Shared by the torch model and the ONNX Runtime backend, so both apply instructions the same way.
+    Shared by the torch model and the ONNX Runtime backend, so both batch, instruct and normalise the same way.
     """
 
     config: Causal2VecConfig
 
-    def encode(self, texts: Texts, *, instruction: str | None = None, **kwargs: Any) -> np.ndarray | torch.Tensor:
-        """Embed texts; see ``Causal2Vec.encode``."""
-        raise NotImplementedError
+    def encode(
+        self,
+        texts: Texts,
+        *,
+        instruction: str | None = None,
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        convert_to_tensor: bool = False,
+        show_progress_bar: bool | None = None,
+        max_length: int | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed texts through :func:`encode_texts`; see ``Causal2Vec.encode`` for the arguments and the result."""
+        return encode_texts(
+            self,  # type: ignore[arg-type]  # every subclass is an EmbeddingBackend
+            texts,
+            instruction=instruction,
+            batch_size=batch_size,
+            normalize=normalize,
+            convert_to_tensor=convert_to_tensor,
+            show_progress_bar=show_progress_bar,
+            max_length=max_length,
+        )
 
     def encode_query(self, texts: Texts, *, instruction: str | None = None, **kwargs: Any) -> np.ndarray | torch.Tensor:
         """Embed queries with an instruction: ``instruction``, else ``config.query_instruction``.

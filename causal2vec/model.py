@@ -23,7 +23,7 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from causal2vec.config import Causal2VecConfig
-from causal2vec.encoding import QueryDocumentMethods, Texts, encode_texts, normalize_embeddings
+from causal2vec.encoding import QueryDocumentMethods, Texts, normalize_embeddings
 from causal2vec.layout import Features, InputBuilder
 from causal2vec.projector import CALIBRATION_TEXTS, Projector
 from causal2vec.runtime import check_device, quiet_transformers_bars, resolve_dtype
@@ -343,8 +343,7 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         training = self.training
         self.eval()
         try:
-            return encode_texts(
-                self,
+            return super().encode(
                 texts,
                 instruction=instruction,
                 batch_size=batch_size,

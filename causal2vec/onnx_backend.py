@@ -18,7 +18,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from causal2vec.config import CONFIG_NAME, Causal2VecConfig
-from causal2vec.encoding import QueryDocumentMethods, Texts, encode_texts, normalize_embeddings
+from causal2vec.encoding import QueryDocumentMethods, normalize_embeddings
 from causal2vec.layout import Features, InputBuilder
 from causal2vec.runtime import require
 
@@ -127,26 +127,3 @@ class OnnxCausal2Vec(QueryDocumentMethods):
     def normalize(self, embeddings: torch.Tensor) -> torch.Tensor:
         """L2-normalise as the config says, exactly as the torch model does."""
         return normalize_embeddings(embeddings, self.config)
-
-    def encode(
-        self,
-        texts: Texts,
-        *,
-        instruction: str | None = None,
-        batch_size: int = 32,
-        normalize: bool | None = None,
-        convert_to_tensor: bool = False,
-        show_progress_bar: bool | None = None,
-        max_length: int | None = None,
-    ) -> np.ndarray | torch.Tensor:
-        """Embed texts; the arguments and the result are those of ``Causal2Vec.encode`` (without device/dtype)."""
-        return encode_texts(
-            self,
-            texts,
-            instruction=instruction,
-            batch_size=batch_size,
-            normalize=normalize,
-            convert_to_tensor=convert_to_tensor,
-            show_progress_bar=show_progress_bar,
-            max_length=max_length,
-        )

@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoTokenizer
 from causal2vec.config import CONFIG_NAME, Causal2VecConfig
 from causal2vec.encoding import QueryDocumentMethods, normalize_embeddings
 from causal2vec.layout import Features, InputBuilder
-from causal2vec.runtime import require
+from causal2vec.runtime import require, verify_checksum
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,9 @@ class OnnxCausal2Vec(QueryDocumentMethods):
             )
         ort = require_onnxruntime()
         config = Causal2VecConfig.load(folder / CONFIG_NAME)
+        for name, expected in config.checksums.items():  # what this backend reads besides the graph
+            if name.startswith(("encoder/", "llm/")) and not name.endswith(".safetensors"):
+                verify_checksum(folder / name, expected, "checkpoint file")
         session = ort.InferenceSession(str(onnx_path), providers=execution_providers(device))
         names = tuple(i.name for i in session.get_inputs())
         if sorted(names) != sorted(INPUT_NAMES):

@@ -121,3 +121,16 @@ def test_execution_providers_name_bad_devices():
     else:
         with pytest.raises(ValueError, match=r"pip install 'causal2vec\[onnx-gpu\]'"):
             execution_providers("cuda")
+
+
+def test_onnx_load_verifies_the_tokenizer_files(exported, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(exported[1].name_or_path, copy)
+    tokenizer = copy / "llm" / "tokenizer.json"
+    data = bytearray(tokenizer.read_bytes())
+    data[-10] ^= 0xFF  # same size, other bytes
+    tokenizer.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"checkpoint file {tokenizer} is corrupt"):
+        OnnxCausal2Vec.from_pretrained(copy)

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from causal2vec import Causal2VecConfig
+from causal2vec import Causal2Vec, Causal2VecConfig
 
 
 def test_empty_list_gives_zero_rows(tiny_model):
@@ -35,7 +35,8 @@ def test_empty_and_whitespace_strings_encode(tiny_model):
     [
         (["ok", None], r"texts\[1\] is NoneType"),
         (["ok", "fine", 3], r"texts\[2\] is int"),
-        ([b"bytes"], r"texts\[0\] is bytes"),
+        ([b"bytes"], r"texts\[0\] is bytes .*decode bytes to str first"),
+        (b"bytes", r"texts is bytes; decode it to str first"),
         (42, "texts must be a str or a list of str; got int"),
         ({"a": 1}, "texts must be a str or a list of str; got dict"),
     ],
@@ -92,3 +93,30 @@ def test_instruction_longer_than_the_budget_is_an_error(tiny_model):
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):
         Causal2VecConfig(**{field: value})
+
+
+def test_similarity_of_embeddings_from_different_models_is_refused(tiny_model):
+    a, b = tiny_model.encode(["one", "two"]), np.ones((3, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"cannot compare embeddings of shape \(2, 128\) with \(3, 8\)"):
+        tiny_model.similarity(a, b)
+    np.testing.assert_allclose(tiny_model.similarity(a, a).numpy(), a @ a.T, atol=1e-6)
+
+
+def test_max_length_caps_both_budgets_for_one_call(tiny_model):
+    text = "word " * 300
+    capped = tiny_model.tokenize([text], max_length=16)
+    assert capped["llm_input_ids"].shape[1] == 16 and capped["encoder_input_ids"].shape[1] == 16
+    assert capped.truncated == 1 and tiny_model.config.llm_max_length == 128, "the config must not change"
+    m = tiny_model  # the same weights with budgets of 16 in the config: the reference for a per-call cap of 16
+    budget16 = Causal2Vec(m.encoder, m.llm, m.projector, m.encoder_tokenizer, m.llm_tokenizer,
+                          Causal2VecConfig(encoder_max_length=16, llm_max_length=16))  # fmt: skip
+    np.testing.assert_allclose(m.encode([text, "short"], max_length=16), budget16.encode([text, "short"]), atol=1e-6)
+    assert np.abs(m.encode(text) - budget16.encode(text)).max() > 1e-3, "the cap made no difference"
+    with pytest.raises(ValueError, match="max_length=2 must be an integer >= 4"):
+        tiny_model.encode("x", max_length=2)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_cuda_is_a_clear_error(tiny_model):
+    with pytest.raises(ValueError, match=r"device 'cuda' is not available: .*; use 'cpu'"):
+        tiny_model.encode("x", device="cuda")

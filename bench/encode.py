@@ -13,7 +13,7 @@ What it measures, side by side in one run, on the same texts and in each dtype (
    token pooled, through the same sentence-transformers pipeline with ``max_seq_length = 2·max_tokens + 1`` (so
    neither copy is cut).
 
-The texts are --n BBC News articles (``causal2vec.assets.bbc_news_articles()``, evenly spread over the five
+The texts are --n BBC News articles (``causal2vec.data.bbc.bbc_news_articles()``, evenly spread over the five
 topics), each ``title + "\\n" + body`` cut to its first --max-tokens SmolLM2 tokens. Every method sorts by
 length and batches with --batch-size.
 

@@ -16,11 +16,11 @@ What it measures, side by side in one run:
      would be: one build (the slow step, k-means of nlist centroids on 64·nlist vectors) serves both, and both
      show its build time.
 
-   Every index is built and searched through the library: ``faiss_index.new_index(factory, 1152)``;
-   ``faiss_index.train`` on ``faiss_index.train_size(index)`` vectors (the first base vectors: i.i.d. draws, so a
-   uniform random sample); ``faiss_index.add(index, vectors, ids)`` in blocks of 50,000;
-   ``faiss_index.set_search_parameters(index, nprobe, ef_search, k_factor)``;
-   ``faiss_index.search(index, queries, 10)`` with all queries in one batch and FAISS on all cores (``new_index``
+   Every index is built and searched through the library (``causal2vec.search.vectors``):
+   ``new_index(factory, 1152)``; ``train`` on ``train_size(index)`` vectors (the first base vectors: i.i.d. draws,
+   so a uniform random sample); ``add(index, vectors, ids)`` in blocks of 50,000;
+   ``set_search_parameters(index, nprobe, ef_search, k_factor)``; ``search(index, queries, 10)`` with all queries
+   in one batch and FAISS on all cores (``new_index``
    id-maps the refined index, whose IVF part numbers its vectors 0, 1, 2 … as the ids given here do).
 
    QPS = queries / the best of --repeats timed searches (more, up to 1 s of searching, for fast settings). The

@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args, get_type_hints
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "causal2vec_config.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the sink token before C (sink_token); version 1 files load with sink_token=None
 
 EncoderPooling = Literal["mean", "cls"]
 ProjectorKind = Literal["mlp", "linear"]
@@ -34,9 +34,14 @@ class Causal2VecConfig:
     encoder_pooling: EncoderPooling = "mean"
     # Projector from d_enc to d_llm: Linear-GELU-Linear ("mlp", the paper) or a single Linear ("linear").
     projector: ProjectorKind = "mlp"
-    # Where the Contextual token C goes when the LLM tokenizer adds a BOS: right after it ("after_bos", BOS stays
-    # the attention sink at position 0) or before it ("first"). Identical when the tokenizer adds no BOS.
+    # Where the Contextual token C goes: right after the BOS or sink token ("after_bos": it stays the attention sink
+    # at position 0, so C's state depends on C), or before it ("first", an ablation: C takes the sink position).
     contextual_position: ContextualPosition = "after_bos"
+    # The token placed first when the LLM tokenizer adds no BOS of its own. LLMs use position 0 as an attention sink
+    # whose last state barely depends on its input, so C must not sit there. "auto": the tokenizer's bos_token
+    # (else its eos_token); a token string: that token; None: nothing (the layout of format_version 1 checkpoints).
+    # A fresh assembly records the resolved token here (None when the tokenizer adds its own BOS).
+    sink_token: str | None = "auto"
     # Whether the encoder reads "instruction + text" (True) or the text alone (False). The LLM always sees both.
     encoder_sees_instruction: bool = False
     # Output pooling: [h_C ; h_EOS] (the paper), h_EOS alone (last token), or the mean of all LLM states.
@@ -88,6 +93,10 @@ class Causal2VecConfig:
             isinstance(k, str) and isinstance(v, str) for k, v in self.checksums.items()
         ):
             raise ValueError(f"Causal2VecConfig.checksums={self.checksums!r} must map file paths to checksum strings")
+        if self.sink_token is not None and (not isinstance(self.sink_token, str) or not self.sink_token):
+            raise ValueError(
+                f"Causal2VecConfig.sink_token={self.sink_token!r} must be 'auto', a token of the LLM tokenizer, or None"
+            )
         if "{instruction}" not in self.instruction_template:
             raise ValueError(
                 f"Causal2VecConfig.instruction_template={self.instruction_template!r} must contain '{{instruction}}'"
@@ -120,6 +129,8 @@ class Causal2VecConfig:
             ValueError: On unknown keys or disallowed values.
         """
         known = {f.name for f in dataclasses.fields(cls)}
+        if data.get("format_version", FORMAT_VERSION) < 2 and "sink_token" not in data:
+            data = {**data, "sink_token": None}  # version 1 put no sink before C: keep its layout
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{source}: unknown keys {unknown}; known keys are {sorted(known)}")

@@ -1,6 +1,7 @@
 """Tokenisation and input layout: texts to the four tensors that ``Causal2Vec.forward`` reads.
 
-The LLM reads ``[BOS?] [C] instruction text [EOS]`` (or ``[C] [BOS] …`` with ``contextual_position="first"``).
+The LLM reads ``[BOS] [C] instruction text [EOS]`` (or ``[C] [BOS] …`` with ``contextual_position="first"``), where
+BOS is the tokenizer's own, or the sink token the config names when the tokenizer adds none.
 Both sequences are right-padded, so C sits at the same column in every row and the EOS state is gathered at
 ``attention_mask.sum(1) - 1``: the layout is static, which keeps the forward pass traceable for ONNX export.
 """
@@ -81,7 +82,8 @@ class InputBuilder:
             raise ValueError(f"the LLM tokenizer {type(llm_tokenizer).__name__} has no eos_token; set one")
         # EOS is appended explicitly unless the tokenizer adds it itself.
         self.llm_tail = llm_template.suffix if eos in llm_template.suffix else (*llm_template.suffix, eos)
-        self.llm_head = llm_template.prefix
+        sink = resolve_sink_token(llm_tokenizer, config.sink_token)
+        self.llm_head = llm_template.prefix or (() if sink is None else (_token_id(llm_tokenizer, sink),))
         self.contextual_index = len(self.llm_head) if config.contextual_position == "after_bos" else 0
         self.encoder_pad_id = _pad_id(encoder_tokenizer)
         # The LLM pads (and fills C's slot) with EOS: it is always in the embedding table, unlike some pad tokens.
@@ -93,7 +95,7 @@ class InputBuilder:
         return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
 
     def llm_row(self, text_ids: list[int], prompt_ids: list[int], max_length: int) -> tuple[list[int], bool]:
-        """One LLM row ``[BOS?] [C] prompt text [EOS]`` (C as a pad-id placeholder) and whether it was cut."""
+        """One LLM row ``[BOS] [C] prompt text [EOS]`` (C as a pad-id placeholder) and whether it was cut."""
         fixed = len(self.llm_head) + 1 + len(prompt_ids) + len(self.llm_tail)
         budget = max_length - fixed
         if budget < 0:
@@ -160,6 +162,36 @@ class InputBuilder:
             "llm_attention_mask": llm_mask,
         }
         return Features(tensors, truncated)
+
+
+def resolve_sink_token(tokenizer: PreTrainedTokenizerBase, sink_token: str | None) -> str | None:
+    """The token to insert before C: ``None`` when the tokenizer adds its own BOS or none is configured.
+
+    ``"auto"`` resolves to the tokenizer's ``bos_token``, else its ``eos_token``.
+    """
+    if sink_token is None or SpecialTemplate.of(tokenizer).prefix:
+        return None
+    if sink_token != "auto":
+        return sink_token
+    resolved = tokenizer.bos_token or tokenizer.eos_token
+    if resolved is None:
+        raise ValueError(
+            f"the LLM tokenizer {type(tokenizer).__name__} adds no BOS and has neither a bos_token nor an eos_token; "
+            f"set Causal2VecConfig.sink_token to one of its tokens"
+        )
+    return str(resolved)
+
+
+def _token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int:
+    """The id of a single token of the tokenizer's vocabulary.
+
+    Raises:
+        ValueError: If ``token`` is not one token of the vocabulary.
+    """
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or (token_id == tokenizer.unk_token_id and token != tokenizer.unk_token):
+        raise ValueError(f"sink_token={token!r} is not a token of the LLM tokenizer {type(tokenizer).__name__}")
+    return int(token_id)
 
 
 def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:

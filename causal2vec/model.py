@@ -24,7 +24,7 @@ from transformers.models.auto.modeling_auto import (
 
 from causal2vec.config import Causal2VecConfig
 from causal2vec.encoding import QueryDocumentMethods, Texts, normalize_embeddings
-from causal2vec.layout import Features, InputBuilder
+from causal2vec.layout import Features, InputBuilder, resolve_sink_token
 from causal2vec.projector import CALIBRATION_TEXTS, Projector
 from causal2vec.runtime import check_device, quiet_transformers_bars, resolve_dtype
 
@@ -123,6 +123,7 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
             config.encoder_name = encoder
         if isinstance(llm, str) and config.llm_name is None:
             config.llm_name = llm
+        config.sink_token = resolve_sink_token(llm_tokenizer, config.sink_token)  # record the choice
         d_enc, d_llm = encoder_model.config.hidden_size, llm_model.get_input_embeddings().embedding_dim
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
@@ -313,7 +314,7 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
 
         Texts are sorted by length into batches, encoded under ``torch.inference_mode`` and returned in the
         input order. Empty and whitespace-only strings are valid: an empty string embeds the bare layout
-        ``[BOS?] [C] [EOS]`` (the same vector for every empty string); whitespace is kept as the tokenizers
+        ``[BOS] [C] [EOS]`` (the same vector for every empty string); whitespace is kept as the tokenizers
         read it. Texts longer than the token budgets are truncated, with one warning per call.
 
         Args:

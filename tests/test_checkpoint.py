@@ -14,7 +14,7 @@ import xxhash
 
 from causal2vec import Causal2Vec, Causal2VecConfig
 from causal2vec import checkpoint as checkpoint_module
-from causal2vec.config import CONFIG_NAME
+from causal2vec.config import CONFIG_NAME, FORMAT_VERSION
 from causal2vec.projector import Projector
 
 
@@ -58,7 +58,7 @@ def test_checkpoint_layout(tiny_checkpoint):
         assert required in names, f"{required} missing from {sorted(names)}"
     assert not [n for n in names if n.endswith((".bin", ".pt", ".pkl"))], "weights must be safetensors only"
     config = json.loads((tiny_checkpoint / "causal2vec_config.json").read_text())
-    assert config["format_version"] == 1
+    assert config["format_version"] == FORMAT_VERSION == 2
     assert json.loads((tiny_checkpoint / "llm" / "config.json").read_text())["architectures"] == ["LlamaModel"]
     assert "Causal2Vec" in (tiny_checkpoint / "README.md").read_text()
 

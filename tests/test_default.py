@@ -133,10 +133,13 @@ def test_two_loads_give_identical_embeddings(default_model):
 
 @slow
 def test_default_layout_matches_smollm2(default_model):
-    # SmolLM2's tokenizer adds no BOS and no EOS: the layout is [C] text <|im_end|>.
+    # SmolLM2's tokenizer adds no BOS and no EOS: the layout is <|im_start|> [C] text <|im_end|>, the sink first.
+    tok = default_model.llm_tokenizer
     ids = default_model.tokenize(["hello world"])["llm_input_ids"][0].tolist()
-    eos = default_model.llm_tokenizer.convert_tokens_to_ids("<|im_end|>")
-    assert default_model.inputs.contextual_index == 0 and ids[-1] == eos and ids.count(eos) == 2  # C slot + EOS
+    eos, sink = tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|im_start|>")
+    assert tok("hello world")["input_ids"] == ids[2:-1], "the tokenizer adds nothing itself"
+    assert default_model.config.sink_token == "<|im_start|>" and ids[0] == sink
+    assert default_model.inputs.contextual_index == 1 and ids[-1] == eos and ids.count(eos) == 2  # C slot + EOS
 
 
 @slow

@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from causal2vec import Causal2Vec
+from causal2vec import Causal2Vec, Causal2VecConfig
 from tests.conftest import LLM_ARCHS
 
 
 def reference_embedding(model: Causal2Vec, text: str, prompt: str = "") -> np.ndarray:
-    """One text through encoder → pool → MLP → [BOS, C, tokens, EOS] → LLM → [h_C ; h_EOS], written out by hand."""
+    """One text through encoder → pool → MLP → [BOS/sink, C, tokens, EOS] → LLM → [h_C ; h_EOS], written by hand."""
     cfg = model.config
     etok, ltok = model.encoder_tokenizer, model.llm_tokenizer
     with torch.no_grad():
@@ -31,9 +31,10 @@ def reference_embedding(model: Causal2Vec, text: str, prompt: str = "") -> np.nd
             c = hidden @ net[2].weight.T + net[2].bias
         else:
             c = pooled @ net[0].weight.T + net[0].bias
-        # LLM: BOS when the tokenizer adds one, C, the prompt and text tokens, EOS (once).
+        # LLM: a sink first (the tokenizer's BOS, or its bos_token inserted when it adds none), C, the prompt and
+        # text tokens, EOS (once). Every tiny tokenizer here has a bos_token.
         adds_bos = ltok("x")["input_ids"][0] == ltok.bos_token_id
-        bos = [ltok.bos_token_id] if adds_bos else []
+        bos = [ltok.bos_token_id] if adds_bos or cfg.sink_token is not None else []
         prompt_ids = ltok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
         budget = cfg.llm_max_length - len(bos) - 2 - len(prompt_ids)
         text_ids = ltok(text, add_special_tokens=False)["input_ids"][:budget]
@@ -100,6 +101,44 @@ def test_contextual_token_goes_after_bos_or_first(build_tiny):
     first = build_tiny("llama", contextual_position="first").tokenize(["hello"])["llm_input_ids"][0].tolist()
     bos = build_tiny("llama").llm_tokenizer.bos_token_id
     assert after[0] == bos and first[1] == bos and first[0] != bos
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gpt2"])
+def test_a_sink_token_goes_before_c_when_the_tokenizer_adds_no_bos(build_tiny, arch):
+    model = build_tiny(arch)
+    tok = model.llm_tokenizer
+    assert tok("hello")["input_ids"][0] != tok.bos_token_id, "this tokenizer should add no BOS of its own"
+    ids = model.tokenize(["hello"])["llm_input_ids"][0].tolist()
+    assert ids[0] == tok.bos_token_id and model.inputs.contextual_index == 1
+    assert model.config.sink_token == tok.bos_token, "the resolved sink token is recorded in the config"
+    first = build_tiny(arch, contextual_position="first")
+    assert first.inputs.contextual_index == 0 and first.tokenize(["hello"])["llm_input_ids"][0, 1] == tok.bos_token_id
+    # A tokenizer that adds its own BOS gets nothing more.
+    llama = build_tiny("llama")
+    assert llama.config.sink_token is None and llama.tokenize(["hello"])["llm_input_ids"][0].tolist().count(
+        llama.llm_tokenizer.bos_token_id) == 1  # fmt: skip
+
+
+def test_a_format_1_checkpoint_keeps_its_layout_without_a_sink(build_tiny, tmp_path):
+    import json
+
+    model = build_tiny("qwen2")
+    model.save_pretrained(tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / "causal2vec_config.json"
+    data = json.loads(path.read_text())
+    del data["sink_token"]
+    data["format_version"] = 1
+    config = Causal2VecConfig.from_dict(data)
+    assert config.sink_token is None
+    old = Causal2Vec(model.encoder, model.llm, model.projector, model.encoder_tokenizer, model.llm_tokenizer, config)
+    ids = old.tokenize(["hello"])["llm_input_ids"][0].tolist()
+    assert old.inputs.contextual_index == 0 and ids[0] == old.inputs.llm_pad_id  # C's slot comes first, as before
+    assert len(ids) == len(model.tokenize(["hello"])["llm_input_ids"][0]) - 1
+
+
+def test_a_sink_token_that_is_not_in_the_vocabulary_is_refused(build_tiny):
+    with pytest.raises(ValueError, match="sink_token='<nope>' is not a token of the LLM tokenizer"):
+        build_tiny("gpt2", sink_token="<nope>")
 
 
 def test_eos_is_appended_exactly_once(build_tiny):

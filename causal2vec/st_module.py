@@ -18,6 +18,15 @@ from causal2vec.checkpoint import resolve_folder, write_checkpoint_files
 from causal2vec.model import Causal2Vec
 
 
+# Causal2Vec.forward's argument -> the feature name in sentence-transformers (see Causal2VecModule.preprocess).
+ST_NAMES = {
+    "encoder_input_ids": "encoder_ids",
+    "encoder_attention_mask": "encoder_mask",
+    "llm_input_ids": "input_ids",
+    "llm_attention_mask": "attention_mask",
+}
+
+
 class Causal2VecModule(InputModule):
     """The whole Causal2Vec pipeline as one sentence-transformers module (tokenise, forward, pool, normalise)."""
 
@@ -42,13 +51,17 @@ class Causal2VecModule(InputModule):
         return self.model.embedding_dim
 
     def preprocess(self, inputs: Sequence[str], prompt: str | None = None, **kwargs: Any) -> dict[str, torch.Tensor]:
-        """Tokenise texts; the prompt is tokenised separately, as ``Causal2Vec.encode`` does."""
-        return self.model.tokenize(list(inputs), prompt or "")
+        """Tokenise texts; the prompt is tokenised separately, as ``Causal2Vec.encode`` does.
+
+        Exactly one key ends in ``input_ids`` (the LLM's): sentence-transformers' trainer splits a collated batch
+        into one feature dict per text column by that suffix, so the encoder's tensors go under other names.
+        """
+        features = self.model.tokenize(list(inputs), prompt or "")
+        return {ST_NAMES[name]: tensor for name, tensor in features.items()}
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Add ``sentence_embedding`` (normalised when the config says so) to the features."""
-        keys = ("encoder_input_ids", "encoder_attention_mask", "llm_input_ids", "llm_attention_mask")
-        embeddings = self.model(**{k: features[k] for k in keys})
+        embeddings = self.model(**{name: features[st_name] for name, st_name in ST_NAMES.items()})
         if self.model.config.normalize:
             embeddings = self.model.normalize(embeddings)
         features["sentence_embedding"] = embeddings

@@ -1,8 +1,8 @@
-"""LoRA adapters on the LLM: the one module that imports peft (lazily).
+"""LoRA adapters on the LLM or the encoder: the one module that imports peft (lazily).
 
 A checkpoint whose LLM carries an adapter stores the clean base model in ``llm/`` and the adapter, in peft's own
-format, in ``llm_adapter/``; loading re-applies it. Shipping a trained model then costs only the projector and
-the adapter on top of a known base.
+format, in ``llm_adapter/`` (the encoder's in ``encoder_adapter/``); loading re-applies it. Shipping a trained
+model then costs only the projector and the adapters on top of a known base.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from torch import nn
 from causal2vec.runtime import require
 
 ADAPTER_DIR = "llm_adapter"
+ENCODER_ADAPTER_DIR = "encoder_adapter"
 
 
 def has_adapter(llm: nn.Module) -> bool:
-    """Whether the LLM is wrapped by peft (checked without importing peft)."""
+    """Whether a part (the LLM or the encoder) is wrapped by peft (checked without importing peft)."""
     return hasattr(llm, "peft_config") and hasattr(llm, "get_base_model")
 
 

@@ -30,7 +30,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
 
-from causal2vec.adapters import ADAPTER_DIR, base_state_dict, has_adapter, load_adapter, save_adapter
+from causal2vec.adapters import (
+    ADAPTER_DIR,
+    ENCODER_ADAPTER_DIR,
+    base_state_dict,
+    has_adapter,
+    load_adapter,
+    save_adapter,
+)
 from causal2vec.config import CONFIG_NAME, Causal2VecConfig
 from causal2vec.projector import Projector, check_projector_shapes
 from causal2vec.runtime import file_checksum, remove_stale_siblings, replace_dir, verify_checksum
@@ -42,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 PROJECTOR_NAME = "projector.safetensors"
 CARD_NAME = "README.md"
-PART_DIRS = ("encoder", "llm", ADAPTER_DIR)  # Hugging Face / peft folders inside a checkpoint
+PART_DIRS = ("encoder", "llm", ADAPTER_DIR, ENCODER_ADAPTER_DIR)  # Hugging Face / peft folders inside a checkpoint
 ST_MODULE_CLASS = "causal2vec.st_module.Causal2VecModule"
 REQUIRED_FILES = (CONFIG_NAME, "encoder/config.json", "llm/config.json", PROJECTOR_NAME)
 
@@ -68,16 +75,21 @@ def write_checkpoint_files(model: Causal2Vec, folder: Path) -> None:
 
 def _write_parts(model: Causal2Vec, folder: Path) -> None:
     """Write the encoder, the LLM (and its adapter) with their tokenizers, and the projector."""
-    model.encoder.save_pretrained(folder / "encoder")
+    _write_part(model.encoder, folder / "encoder", folder / ENCODER_ADAPTER_DIR)
     model.encoder_tokenizer.save_pretrained(folder / "encoder")
-    if has_adapter(model.llm):  # the clean base in llm/, the adapter beside it
-        model.llm.get_base_model().save_pretrained(folder / "llm", state_dict=base_state_dict(model.llm))
-        save_adapter(model.llm, folder / ADAPTER_DIR)
-    else:
-        model.llm.save_pretrained(folder / "llm")
+    _write_part(model.llm, folder / "llm", folder / ADAPTER_DIR)
     model.llm_tokenizer.save_pretrained(folder / "llm")
     state = {k: v.detach().contiguous().cpu() for k, v in model.projector.state_dict().items()}
     save_file(state, folder / PROJECTOR_NAME, metadata={"kind": model.projector.kind, "format": "pt"})
+
+
+def _write_part(part: Any, folder: Path, adapter_folder: Path) -> None:
+    """A Hugging Face model; with a LoRA adapter, the clean base in ``folder`` and the adapter beside it."""
+    if has_adapter(part):
+        part.get_base_model().save_pretrained(folder, state_dict=base_state_dict(part))
+        save_adapter(part, adapter_folder)
+    else:
+        part.save_pretrained(folder)
 
 
 def data_checksums(folder: Path) -> dict[str, str]:
@@ -172,6 +184,8 @@ def load_checkpoint(cls: type[Causal2Vec], folder: Path, dtype: torch.dtype) -> 
     model = cls(encoder, llm, projector.to(dtype), encoder_tokenizer, llm_tokenizer, config)
     if (folder / ADAPTER_DIR).is_dir():
         model.llm = load_adapter(model.llm, folder / ADAPTER_DIR)
+    if (folder / ENCODER_ADAPTER_DIR).is_dir():
+        model.encoder = load_adapter(model.encoder, folder / ENCODER_ADAPTER_DIR)
     check_finite(model, folder)
     return model.eval()
 
@@ -207,7 +221,7 @@ def check_finite(model: Causal2Vec, folder: Path) -> None:
 def _part_of(parameter: str) -> str:
     """The checkpoint file or folder a parameter of a loaded model was read from."""
     if "lora_" in parameter:
-        return f"{ADAPTER_DIR}/"
+        return f"{ENCODER_ADAPTER_DIR if parameter.startswith('encoder') else ADAPTER_DIR}/"
     return {"encoder": "encoder/", "llm": "llm/", "projector": PROJECTOR_NAME}.get(parameter.split(".")[0], "?")
 
 

@@ -1,0 +1,3 @@
+from training.data.cli import main
+
+raise SystemExit(main())

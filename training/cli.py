@@ -1,0 +1,67 @@
+"""``python -m training``: train a Causal2Vec model from one YAML config.
+
+Examples::
+
+    python -m training --config training/configs/default.yaml
+    python -m training --config training/configs/default.yaml --resume          # continue from the last checkpoint
+    torchrun --nproc_per_node 2 -m training --config my.yaml                    # data-parallel, one process per GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m training``."""
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--config", type=Path, required=True, help="the run's YAML file, e.g. training/configs/default.yaml"
+    )
+    parser.add_argument("--output", type=Path, help="override output.dir, e.g. runs/my-run")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in the output folder"
+    )
+    merge = parser.add_mutually_exclusive_group()
+    merge.add_argument("--merge", dest="merge", action="store_true", default=None, help="merge LoRA into the weights")
+    merge.add_argument("--no-merge", dest="merge", action="store_false", help="keep LoRA as an adapter")
+    parser.add_argument(
+        "--skip-bad", action="store_true", help="skip malformed JSONL lines (counted) instead of failing"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate the config, then train; returns the exit code."""
+    from training.config import TrainConfig
+
+    config = TrainConfig.load(args.config)
+    if args.output is not None:
+        config.output.dir = str(args.output)
+    if args.merge is not None:
+        config.output.merge = args.merge
+    if args.skip_bad:
+        config.data.skip_bad = True
+    if args.resume and not any(Path(config.output.dir).glob("checkpoint-*")):
+        raise ValueError(f"--resume: {config.output.dir} holds no checkpoint-* folder to resume from")
+    from training.recipe import train
+
+    final = train(config, resume=args.resume)
+    print(f"trained model: {final}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``python -m training``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"python -m training: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,264 @@
+"""The training recipe, top to bottom: sentence-transformers' trainer on a Causal2Vec model.
+
+1. Load the model (a checkpoint, or a fresh assembly of an encoder and an LLM).
+2. Choose what trains: the projector, the encoder (frozen, full or LoRA), the LLM (frozen or LoRA).
+3. Load the data: one dataset per source, so that each batch comes from one source; the source's instruction is
+   the prompt of its query column (documents get none), exactly as ``encode_query`` / ``encode_document`` lay out.
+4. The loss: InfoNCE with in-batch and hard negatives (MultipleNegativesRankingLoss, or its cached form), with
+   negatives gathered from every rank.
+5. Train with ``SentenceTransformerTrainer``: no-duplicate batches, proportional sampling across sources,
+   checkpoints every N steps, resume, DDP under torchrun.
+6. Save the final model with ``save_pretrained`` (LoRA merged, or kept as an adapter).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers.sentence_transformer.losses import (
+    CachedMultipleNegativesRankingLoss,
+    MultipleNegativesRankingLoss,
+)
+from sentence_transformers.sentence_transformer.training_args import BatchSamplers, MultiDatasetBatchSamplers
+
+from causal2vec import Causal2Vec, Causal2VecConfig
+from causal2vec.st_module import Causal2VecModule
+from training.config import DataSection, LoraSection, LossSection, ModelSection, Source, TrainConfig, TrainSection
+from training.data.pairs import Pair, read_pairs
+
+logger = logging.getLogger(__name__)
+
+FINAL = "final"  # the trained model, inside the output folder
+
+
+def train(config: TrainConfig, *, resume: bool = False) -> Path:
+    """Run the recipe; returns the folder of the final model.
+
+    Raises:
+        ValueError: For bad data or settings, before training starts.
+    """
+    output = Path(config.output.dir)
+    model = load_model(config.model)  # 1
+    set_trainable(model, config.train, config.lora)  # 2
+    datasets, prompts = load_sources(config.data, model.config, config.optim.batch_size, config.optim.seed)  # 3
+    st = SentenceTransformer(modules=[Causal2VecModule(model)], device=_device())
+    loss = make_loss(st, config.loss)  # 4
+    trainer = SentenceTransformerTrainer(  # 5
+        model=st, args=training_arguments(config, prompts), train_dataset=datasets, loss=loss
+    )
+    trainer.train(resume_from_checkpoint=resume or None)
+    final = output / FINAL  # 6
+    if trainer.is_world_process_zero():
+        save_final(model, final, merge=config.output.merge)
+    return final
+
+
+# ---------------------------------------------------------------------- 1. the model
+
+
+def load_model(section: ModelSection) -> Causal2Vec:
+    """The model to train, in float32 (bf16 is autocast, so the optimizer keeps float32 weights)."""
+    if section.base is not None:
+        return Causal2Vec.from_pretrained(section.base)
+    config = Causal2VecConfig(**section.config)
+    return Causal2Vec.from_components(section.encoder, section.llm, config=config, seed=section.seed)
+
+
+# ---------------------------------------------------------------------- 2. what trains
+
+
+def set_trainable(model: Causal2Vec, train: TrainSection, lora: LoraSection) -> None:
+    """Freeze everything, then unfreeze the projector, and wrap the encoder and LLM as the config says.
+
+    Raises:
+        ValueError: If a LoRA target is not a module of the model, listing the names it could take.
+    """
+    model.requires_grad_(False)
+    model.projector.requires_grad_(train.projector)
+    if train.encoder == "full":
+        model.encoder.requires_grad_(True)
+    elif train.encoder == "lora":
+        model.encoder = with_lora(model.encoder, lora, lora.encoder_targets, "lora.encoder_targets")
+    if train.llm == "lora":
+        model.llm = with_lora(model.llm, lora, lora.targets, "lora.targets")
+    if train.gradient_checkpointing:
+        for part in (model.encoder, model.llm):
+            part.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if train.llm == "lora" or train.encoder == "lora":
+                part.enable_input_require_grads()  # frozen embeddings: checkpointed blocks need inputs with grads
+    model.train()
+    counts = [p.numel() for p in model.parameters() if p.requires_grad], sum(p.numel() for p in model.parameters())
+    logger.info("training %d of %d parameters", sum(counts[0]), counts[1])
+
+
+def with_lora(part: torch.nn.Module, lora: LoraSection, targets: list[str], key: str) -> torch.nn.Module:
+    """Wrap ``part`` with a trainable LoRA adapter on the named linear layers."""
+    from peft import LoraConfig, get_peft_model
+
+    available = sorted(lora_candidates(part))
+    if missing := [t for t in targets if t not in available]:
+        raise ValueError(
+            f"{key} names {missing}, which {type(part).__name__} does not have; it could take: {available}"
+        )
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(targets))
+    return get_peft_model(part, config)
+
+
+def lora_candidates(part: torch.nn.Module) -> set[str]:
+    """The short names of the layers LoRA can wrap (linear and GPT-2's Conv1D)."""
+    kinds = ("Linear", "Conv1D")
+    return {name.rsplit(".", 1)[-1] for name, module in part.named_modules() if type(module).__name__ in kinds}
+
+
+# ---------------------------------------------------------------------- 3. the data
+
+
+def load_sources(
+    data: DataSection, model_config: Causal2VecConfig, batch_size: int, seed: int
+) -> tuple[dict[str, Dataset], dict[str, dict[str, str]]]:
+    """One ``Dataset`` per source (columns ``query``, ``positive``, ``negative_1`` …) and the query prompts.
+
+    Raises:
+        ValueError: For an empty source, a source smaller than a batch, or a source with several instructions.
+    """
+    datasets: dict[str, Dataset] = {}
+    prompts: dict[str, dict[str, str]] = {}
+    for source in data.sources:
+        pairs = _sample(read_source(source, data.skip_bad), source.max_pairs, seed)
+        if len(pairs) < batch_size:
+            raise ValueError(
+                f"source {source.name!r} has {len(pairs)} pairs, fewer than optim.batch_size={batch_size}; "
+                f"lower the batch size or add data"
+            )
+        datasets[source.name] = _columns(pairs, data.negatives, source.name)
+        if instruction := source.instruction or _one_instruction(pairs, source.name):
+            prompts[source.name] = {"query": model_config.format_instruction(instruction)}
+        logger.info("source %s: %d pairs, instruction %r", source.name, len(pairs), instruction)
+    return datasets, prompts
+
+
+def read_source(source: Source, skip_bad: bool) -> list[Pair]:
+    """The pairs of one source, from its JSONL file or its hub dataset."""
+    if source.path is not None:
+        pairs, skipped = read_pairs(Path(source.path), skip_bad=skip_bad)
+        if skipped:
+            logger.warning("source %s: skipped %d malformed lines of %s", source.name, skipped, source.path)
+        return pairs
+    return _hub_pairs(source)
+
+
+def _hub_pairs(source: Source) -> list[Pair]:
+    """Pairs from a Hugging Face dataset id or a local ``datasets`` folder, columns renamed by ``source.columns``."""
+    from datasets import load_dataset, load_from_disk
+
+    local = Path(source.hub).expanduser()
+    table = load_from_disk(str(local)) if local.is_dir() else load_dataset(source.hub, split=source.split)
+    if isinstance(table, dict):  # a DatasetDict saved to disk
+        table = table[source.split]
+    table = table.rename_columns({k: v for k, v in source.columns.items() if k in table.column_names and k != v})
+    if missing := [c for c in ("query", "positive") if c not in table.column_names]:
+        raise ValueError(
+            f"source {source.name!r} ({source.hub}) has no column {missing} (columns: {table.column_names}); "
+            f"map them with columns: {{query: <its column>, positive: <its column>}}"
+        )
+    negatives = [c for c in table.column_names if c.startswith("negative")]
+    rows = table.select_columns(["query", "positive", *negatives]).to_list()
+    return [Pair(r["query"], r["positive"], tuple(r[c] for c in negatives)) for r in rows]
+
+
+def _sample(pairs: list[Pair], limit: int | None, seed: int) -> list[Pair]:
+    if limit is None or len(pairs) <= limit:
+        return pairs
+    return random.Random(seed).sample(pairs, limit)
+
+
+def _columns(pairs: list[Pair], negatives: int, name: str) -> Dataset:
+    """The dataset's columns: the loss reads them in order (anchor, positive, negatives)."""
+    available = min(len(p.negatives) for p in pairs)
+    if negatives > available:
+        logger.info("source %s: %d hard negatives requested, every pair has %d", name, negatives, available)
+    columns: dict[str, list[str]] = {"query": [p.query for p in pairs], "positive": [p.positive for p in pairs]}
+    for k in range(min(negatives, available)):
+        columns[f"negative_{k + 1}"] = [p.negatives[k] for p in pairs]
+    return Dataset.from_dict(columns)
+
+
+def _one_instruction(pairs: list[Pair], name: str) -> str | None:
+    found = {p.instruction for p in pairs}
+    if len(found) > 1:
+        raise ValueError(
+            f"source {name!r} mixes {len(found)} instructions ({sorted(map(str, found))[:3]} …); batches are drawn "
+            f"per source, so give each instruction its own source or set the source's instruction"
+        )
+    return found.pop()
+
+
+# ---------------------------------------------------------------------- 4. the loss
+
+
+def make_loss(st: SentenceTransformer, section: LossSection) -> torch.nn.Module:
+    """InfoNCE with scale 1/τ over in-batch and hard negatives, gathered across ranks."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
+    common = {"scale": 1.0 / section.temperature, "gather_across_devices": section.gather_across_devices and world > 1}
+    if section.kind == "cached_mnrl":
+        return CachedMultipleNegativesRankingLoss(st, mini_batch_size=section.mini_batch_size, **common)
+    return MultipleNegativesRankingLoss(st, **common)
+
+
+# ---------------------------------------------------------------------- 5. the trainer
+
+
+def training_arguments(config: TrainConfig, prompts: dict[str, dict[str, str]]) -> SentenceTransformerTrainingArguments:
+    """The Trainer's arguments: every value from the config, nothing hidden."""
+    optim, out = config.optim, config.output
+    rates = {"projector": optim.lr_projector, r"encoder\.": optim.lr_encoder}
+    return SentenceTransformerTrainingArguments(
+        output_dir=out.dir,
+        per_device_train_batch_size=optim.batch_size,
+        num_train_epochs=optim.epochs,
+        max_steps=optim.max_steps,
+        learning_rate=optim.learning_rate,
+        learning_rate_mapping={k: v for k, v in rates.items() if v is not None} or None,
+        warmup_steps=optim.warmup_ratio,  # a float below 1 is a share of the steps
+        weight_decay=optim.weight_decay,
+        bf16=optim.bf16,
+        use_cpu=not torch.cuda.is_available(),
+        seed=optim.seed,
+        data_seed=optim.seed,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
+        prompts=prompts or None,
+        dataloader_drop_last=True,
+        save_strategy="steps",
+        save_steps=out.save_steps,
+        save_total_limit=out.save_total_limit,
+        logging_steps=out.logging_steps,
+        report_to=[],
+        ddp_find_unused_parameters=False,
+    )
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ---------------------------------------------------------------------- 6. the final model
+
+
+def save_final(model: Causal2Vec, folder: Path, *, merge: bool) -> None:
+    """Save the trained model; with ``merge``, LoRA is folded into the weights (no adapter at inference)."""
+    model.eval()
+    if merge:
+        for name in ("encoder", "llm"):
+            part: Any = getattr(model, name)
+            if hasattr(part, "merge_and_unload"):
+                setattr(model, name, part.merge_and_unload())
+    model.save_pretrained(folder, overwrite=True)
+    logger.info("saved the trained model to %s", folder)

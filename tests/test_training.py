@@ -40,6 +40,7 @@ def write_config(folder: Path, base: Path, pairs: Path, **sections: dict) -> Pat
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
     path = folder / "run.yaml"
+    folder.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -139,3 +140,38 @@ def test_training_lowers_the_retrieval_loss_and_the_result_loads_everywhere(tmp_
     texts = [p.query for p in read_pairs(pairs_file)[0][:4]]
     st = SentenceTransformer(str(final), trust_remote_code=True, device="cpu")
     np.testing.assert_allclose(st.encode_document(texts), trained.encode_document(texts), atol=1e-5)
+
+
+def test_a_killed_run_resumed_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, tiny_checkpoint, pairs_file):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    steps = {"optim": {"max_steps": 12}, "output": {"save_steps": 4, "save_total_limit": None}}
+    whole = write_config(tmp_path / "whole", tiny_checkpoint, pairs_file, **steps)
+    assert main(["--config", str(whole)]) == 0
+    killed = write_config(tmp_path / "killed", tiny_checkpoint, pairs_file, **steps)
+    command = [sys.executable, "-m", "training", "--config", str(killed)]
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "killed" / "run" / "checkpoint-4" / "trainer_state.json"
+    deadline = time.monotonic() + 300
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "run" / "final").exists(), "the run finished before it could be killed"
+    assert main(["--config", str(killed), "--resume"]) == 0
+    texts = [a.title for a in bbc_news_split("validation")[:8]]
+    a = Causal2Vec.from_pretrained(tmp_path / "whole" / "run" / "final").encode(texts, normalize=False)
+    b = Causal2Vec.from_pretrained(tmp_path / "killed" / "run" / "final").encode(texts, normalize=False)
+    before = Causal2Vec.from_pretrained(tiny_checkpoint).encode(texts, normalize=False)
+    assert np.abs(a - before).max() > 1e-2, "training changed nothing"
+    np.testing.assert_allclose(b, a, atol=1e-4, rtol=1e-4)
+
+
+def test_resume_without_a_checkpoint_is_refused(tmp_path, tiny_checkpoint, pairs_file):
+    path = write_config(tmp_path, tiny_checkpoint, pairs_file)
+    assert main(["--config", str(path), "--resume"]) == 2

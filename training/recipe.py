@@ -27,6 +27,7 @@ from sentence_transformers.sentence_transformer.losses import (
     MultipleNegativesRankingLoss,
 )
 from sentence_transformers.sentence_transformer.training_args import BatchSamplers, MultiDatasetBatchSamplers
+from transformers import set_seed
 
 from causal2vec import Causal2Vec, Causal2VecConfig
 from causal2vec.st_module import Causal2VecModule
@@ -45,6 +46,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
         ValueError: For bad data or settings, before training starts.
     """
     output = Path(config.output.dir)
+    set_seed(config.optim.seed)  # before LoRA's random initialisation, so a resumed run matches a whole one
     model = load_model(config.model)  # 1
     set_trainable(model, config.train, config.lora)  # 2
     datasets, prompts = load_sources(config.data, model.config, config.optim.batch_size, config.optim.seed)  # 3

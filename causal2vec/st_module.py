@@ -17,7 +17,6 @@ from sentence_transformers.base.modules.input_module import InputModule
 from causal2vec.checkpoint import resolve_folder, write_checkpoint_files
 from causal2vec.model import Causal2Vec
 
-
 # Causal2Vec.forward's argument -> the feature name in sentence-transformers (see Causal2VecModule.preprocess).
 ST_NAMES = {
     "encoder_input_ids": "encoder_ids",

@@ -175,3 +175,37 @@ def test_a_killed_run_resumed_ends_with_the_weights_of_an_uninterrupted_one(tmp_
 def test_resume_without_a_checkpoint_is_refused(tmp_path, tiny_checkpoint, pairs_file):
     path = write_config(tmp_path, tiny_checkpoint, pairs_file)
     assert main(["--config", str(path), "--resume"]) == 2
+
+
+def test_two_gloo_processes_gather_negatives_like_one_process_on_the_global_batch(tmp_path, tiny_model, pairs_file):
+    """Step 1's loss under torchrun with 2 ranks of 8 pairs equals one process's loss on those 16 pairs."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    quiet = Causal2Vec(tiny_model.encoder, tiny_model.llm, tiny_model.projector, tiny_model.encoder_tokenizer,
+                       tiny_model.llm_tokenizer, tiny_model.config)  # fmt: skip
+    quiet.encoder.config.hidden_dropout_prob = quiet.encoder.config.attention_probs_dropout_prob = 0.0  # no noise
+    quiet.save_pretrained(tmp_path / "base")
+    tiny_model.encoder.config.hidden_dropout_prob = tiny_model.encoder.config.attention_probs_dropout_prob = 0.1
+    sixteen = tmp_path / "sixteen.jsonl"
+    sixteen.write_text("".join(pairs_file.read_text().splitlines(keepends=True)[:16]))
+
+    def step_one_loss(name: str, batch_size: int, launcher: list[str]) -> float:
+        run = {"optim": {"batch_size": batch_size, "max_steps": 1}, "output": {"save_steps": 1}}
+        config = write_config(tmp_path / name, tmp_path / "base", sixteen, **run)
+        root = Path(__file__).resolve().parent.parent
+        done = subprocess.run([*launcher, "-m", "training", "--config", str(config)], cwd=root, capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        state = json.loads((tmp_path / name / "run" / "checkpoint-1" / "trainer_state.json").read_text())
+        return next(entry["loss"] for entry in state["log_history"] if "loss" in entry)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    two_ranks = step_one_loss("ddp", 8, torchrun)
+    one = step_one_loss("single", 16, [sys.executable])
+    assert two_ranks == pytest.approx(one, abs=1e-4), f"2 ranks: {two_ranks}, 1 process: {one}"

@@ -193,3 +193,38 @@ def test_a_run_on_a_folder_without_the_mapped_columns_fails_before_training(
     assert main(["--config", str(path)]) == 2
     assert "source 'news'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_hub_subset_reaches_load_dataset(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, name=None, split=None):  # records the call; the hub itself is not reachable here
+        calls.append((path, name, split))
+        return Dataset.from_dict({"anchor": ["q"], "positive": ["p"]})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    source = Source(name="h", hub="sentence-transformers/hotpotqa", subset="triplet", columns={"anchor": "query"})
+    assert [(p.query, p.positive) for p in read_source(source, skip_bad=False)] == [("q", "p")]
+    assert calls == [("sentence-transformers/hotpotqa", "triplet", "train")]
+
+
+def test_a_split_the_folder_lacks_is_named(hub_folders):
+    source = Source(name="news", hub=str(hub_folders["dict"]), split="test", columns={"anchor": "query"})
+    with pytest.raises(ValueError, match=r"has splits \['train', 'validation'\], not 'test'"):
+        read_source(source, skip_bad=False)
+
+
+def test_only_text_columns_named_negative_are_negatives(tmp_path):
+    rows = {"query": ["a"], "positive": ["p"], "negative": ["n"], "negative_score": [0.5], "negatives": [["x", "y"]]}
+    Dataset.from_dict(rows).save_to_disk(tmp_path / "mixed")
+    pairs = read_source(Source(name="m", hub=str(tmp_path / "mixed")), skip_bad=False)
+    assert [p.negatives for p in pairs] == [("n",)]
+
+
+def test_mapping_onto_a_column_the_dataset_has_is_a_clear_error(tmp_path):
+    Dataset.from_dict({"anchor": ["a"], "query": ["q"], "positive": ["p"]}).save_to_disk(tmp_path / "both")
+    source = Source(name="b", hub=str(tmp_path / "both"), columns={"anchor": "query"})
+    with pytest.raises(ValueError, match=r"columns maps onto \['query'\], which the dataset already has"):
+        read_source(source, skip_bad=False)

@@ -68,6 +68,7 @@ class Source:
     name: str  # batches are drawn from one source at a time; also the key of its instruction
     path: str | None = None  # local JSONL: query, positive, optional negatives, instruction, dataset
     hub: str | None = None  # a Hugging Face dataset id (or a local datasets folder), loaded with datasets
+    subset: str | None = None  # of a hub dataset with several subsets (configs), e.g. "triplet"
     split: str = "train"  # of a hub dataset
     columns: dict[str, str] = field(default_factory=dict)  # hub column -> query / positive / negative_1 …
     instruction: str | None = None  # the query instruction (overrides the records'); documents get none

@@ -157,22 +157,41 @@ def read_source(source: Source, skip_bad: bool) -> list[Pair]:
 
 
 def _hub_pairs(source: Source) -> list[Pair]:
-    """Pairs from a Hugging Face dataset id or a local ``datasets`` folder, columns renamed by ``source.columns``."""
-    from datasets import load_dataset, load_from_disk
+    """Pairs from a Hugging Face dataset id or a local ``datasets`` folder, columns renamed by ``source.columns``.
 
-    local = Path(source.hub).expanduser()
-    table = load_from_disk(str(local)) if local.is_dir() else load_dataset(source.hub, split=source.split)
-    if isinstance(table, dict):  # a DatasetDict saved to disk
-        table = table[source.split]
-    table = table.rename_columns({k: v for k, v in source.columns.items() if k in table.column_names and k != v})
+    Negatives are the string columns named ``negative…`` (after renaming), in name order.
+    """
+    table = _hub_table(source)
+    renames = {k: v for k, v in source.columns.items() if k in table.column_names and k != v}
+    if clash := [v for k, v in renames.items() if v in table.column_names and v not in renames]:
+        raise ValueError(f"source {source.name!r}: columns maps onto {clash}, which the dataset already has")
+    table = table.rename_columns(renames)
     if missing := [c for c in ("query", "positive") if c not in table.column_names]:
         raise ValueError(
             f"source {source.name!r} ({source.hub}) has no column {missing} (columns: {table.column_names}); "
-            f"map them with columns: {{query: <its column>, positive: <its column>}}"
+            f"map them with columns: {{<its column>: query, <its column>: positive}}"
         )
-    negatives = [c for c in table.column_names if c.startswith("negative")]
+    negatives = sorted(c for c in table.column_names if c.startswith("negative") and _is_text(table, c))
     rows = table.select_columns(["query", "positive", *negatives]).to_list()
     return [Pair(r["query"], r["positive"], tuple(r[c] for c in negatives)) for r in rows]
+
+
+def _hub_table(source: Source) -> Any:
+    from datasets import load_dataset, load_from_disk
+
+    local = Path(str(source.hub)).expanduser()
+    if not local.is_dir():
+        return load_dataset(source.hub, source.subset, split=source.split)
+    table = load_from_disk(str(local))
+    if hasattr(table, "keys"):  # a DatasetDict saved to disk
+        if source.split not in table:
+            raise ValueError(f"source {source.name!r}: {local} has splits {list(table)}, not {source.split!r}")
+        table = table[source.split]
+    return table
+
+
+def _is_text(table: Any, column: str) -> bool:
+    return getattr(table.features[column], "dtype", None) in ("string", "large_string")
 
 
 def _sample(pairs: list[Pair], limit: int | None, seed: int) -> list[Pair]:

@@ -209,3 +209,13 @@ def test_two_gloo_processes_gather_negatives_like_one_process_on_the_global_batc
     two_ranks = step_one_loss("ddp", 8, torchrun)
     one = step_one_loss("single", 16, [sys.executable])
     assert two_ranks == pytest.approx(one, abs=1e-4), f"2 ranks: {two_ranks}, 1 process: {one}"
+
+
+def test_bad_data_fails_before_any_model_loads(tmp_path, pairs_file, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(pairs_file.read_text().splitlines()[0] + "\n{not json\n")
+    path = write_config(tmp_path, tmp_path / "no-such-model", bad)  # loading this model would fail
+    assert main(["--config", str(path)]) == 2
+    assert f"{bad}:2" in capsys.readouterr().err
+    assert main(["--config", str(path), "--skip-bad"]) == 2  # one good pair left: fewer than a batch
+    assert "has 1 pairs, fewer than optim.batch_size=16" in capsys.readouterr().err

@@ -46,10 +46,11 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
         ValueError: For bad data or settings, before training starts.
     """
     output = Path(config.output.dir)
+    sources = read_sources(config.data, config.optim.batch_size, config.optim.seed)  # 3 first: no model needed
     set_seed(config.optim.seed)  # before LoRA's random initialisation, so a resumed run matches a whole one
     model = load_model(config.model)  # 1
     set_trainable(model, config.train, config.lora)  # 2
-    datasets, prompts = load_sources(config.data, model.config, config.optim.batch_size, config.optim.seed)  # 3
+    datasets, prompts = as_datasets(sources, config.data, model.config)
     st = SentenceTransformer(modules=[Causal2VecModule(model)], device=_device())
     loss = make_loss(st, config.loss)  # 4
     trainer = SentenceTransformerTrainer(  # 5
@@ -130,8 +131,12 @@ def load_sources(
     Raises:
         ValueError: For an empty source, a source smaller than a batch, or a source with several instructions.
     """
-    datasets: dict[str, Dataset] = {}
-    prompts: dict[str, dict[str, str]] = {}
+    return as_datasets(read_sources(data, batch_size, seed), data, model_config)
+
+
+def read_sources(data: DataSection, batch_size: int, seed: int) -> dict[str, tuple[list[Pair], str | None]]:
+    """Every source's pairs and instruction, checked; needs no model, so bad data fails before one loads."""
+    sources = {}
     for source in data.sources:
         pairs = _sample(read_source(source, data.skip_bad), source.max_pairs, seed)
         if len(pairs) < batch_size:
@@ -139,10 +144,21 @@ def load_sources(
                 f"source {source.name!r} has {len(pairs)} pairs, fewer than optim.batch_size={batch_size}; "
                 f"lower the batch size or add data"
             )
-        datasets[source.name] = _columns(pairs, data.negatives, source.name)
-        if instruction := source.instruction or _one_instruction(pairs, source.name):
-            prompts[source.name] = {"query": model_config.format_instruction(instruction)}
-        logger.info("source %s: %d pairs, instruction %r", source.name, len(pairs), instruction)
+        sources[source.name] = (pairs, source.instruction or _one_instruction(pairs, source.name))
+        logger.info("source %s: %d pairs, instruction %r", source.name, len(pairs), sources[source.name][1])
+    return sources
+
+
+def as_datasets(
+    sources: dict[str, tuple[list[Pair], str | None]], data: DataSection, model_config: Causal2VecConfig
+) -> tuple[dict[str, Dataset], dict[str, dict[str, str]]]:
+    """The sources as datasets, and each instruction formatted by the model's template as its query prompt."""
+    datasets = {name: _columns(pairs, data.negatives, name) for name, (pairs, _) in sources.items()}
+    prompts = {
+        name: {"query": model_config.format_instruction(instruction)}
+        for name, (_, instruction) in sources.items()
+        if instruction
+    }
     return datasets, prompts
 
 

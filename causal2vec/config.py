@@ -107,6 +107,18 @@ class Causal2VecConfig:
                 f"({FORMAT_VERSION}); upgrade causal2vec"
             )
 
+    def token_budgets(self, max_length: int | None = None) -> tuple[int, int]:
+        """The encoder and LLM token budgets: the config's, capped at ``max_length`` when given.
+
+        Raises:
+            ValueError: If ``max_length`` is not an integer of at least 4.
+        """
+        if max_length is None:
+            return self.encoder_max_length, self.llm_max_length
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 4:
+            raise ValueError(f"max_length={max_length!r} must be an integer >= 4 (or None for the config's budgets)")
+        return min(self.encoder_max_length, max_length), min(self.llm_max_length, max_length)
+
     def format_instruction(self, instruction: str | None) -> str:
         """Turn an instruction into the prefix placed before the text ("" for no instruction)."""
         if not instruction:

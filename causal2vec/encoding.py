@@ -208,12 +208,7 @@ def _report_truncation(
     if on_truncated is not None:
         on_truncated(truncated, total)
     elif truncated:
-        cfg = backend.config
-        encoder_budget, llm_budget = (
-            (cfg.encoder_max_length, cfg.llm_max_length)
-            if max_length is None
-            else (min(cfg.encoder_max_length, max_length), min(cfg.llm_max_length, max_length))
-        )
+        encoder_budget, llm_budget = backend.config.token_budgets(max_length)
         logger.warning(
             "%d of %d texts were truncated to %d encoder / %d LLM tokens", truncated, total, encoder_budget, llm_budget
         )

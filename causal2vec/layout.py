@@ -118,19 +118,6 @@ class InputBuilder:
             )
         return [*t.prefix, *prompt_ids, *text_ids[:budget], *t.suffix], len(text_ids) > budget
 
-    def budgets(self, max_length: int | None) -> tuple[int, int]:
-        """The encoder and LLM token budgets: the config's, capped at ``max_length`` when given.
-
-        Raises:
-            ValueError: If ``max_length`` is not an integer of at least 4.
-        """
-        cfg = self.config
-        if max_length is None:
-            return cfg.encoder_max_length, cfg.llm_max_length
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 4:
-            raise ValueError(f"max_length={max_length!r} must be an integer >= 4 (or None for the config's budgets)")
-        return min(cfg.encoder_max_length, max_length), min(cfg.llm_max_length, max_length)
-
     def __call__(self, texts: list[str], prompt: str = "", max_length: int | None = None) -> Features:
         """Tokenise a batch.
 
@@ -143,7 +130,7 @@ class InputBuilder:
             The features (``encoder_input_ids``, ``encoder_attention_mask``, ``llm_input_ids``,
             ``llm_attention_mask``, each ``(B, T)`` int64), with the number of truncated texts.
         """
-        encoder_budget, llm_budget = self.budgets(max_length)
+        encoder_budget, llm_budget = self.config.token_budgets(max_length)
         llm_prompt = self._ids(self.llm_tokenizer, [prompt])[0] if prompt else []
         enc_prompt = []
         if prompt and self.config.encoder_sees_instruction:

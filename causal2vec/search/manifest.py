@@ -288,11 +288,8 @@ class Generations:
         if on_disk.index_id != self.manifest.index_id:  # the folder was rebuilt (overwrite): a new store file
             self.store.close()
             self.store = DocumentStore(self.path / DOCUMENTS)
-        gpu = faiss_vectors.is_gpu(self.vectors.index)
-        self.manifest, self.vectors, self.stamp = on_disk, VectorStore(index), stamp
-        self.check_consistency()
-        if gpu:
-            self.vectors.index = faiss_vectors.to_gpu(self.vectors.index)
+        self.manifest, self.stamp = on_disk, stamp
+        self._replace_vectors(index)
         logger.info("reloaded %s at generation %d (committed by another process)", self.path, on_disk.generation)
         return True
 
@@ -358,13 +355,17 @@ class Generations:
         if not self.staging:
             return
         self.store.discard_pending(self.manifest.generation)
+        self._replace_vectors(faiss_vectors.read(self.path / self.manifest.vectors_file))
+        remove_leftovers(self.path, keep=self.manifest.vectors_file)
+        self.end()
+
+    def _replace_vectors(self, index: Any) -> None:
+        """Take a freshly read vector index, checked against the manifest, on the GPUs if the old one was."""
         gpu = faiss_vectors.is_gpu(self.vectors.index)
-        self.vectors = VectorStore(faiss_vectors.read(self.path / self.manifest.vectors_file))
+        self.vectors = VectorStore(index)
         self.check_consistency()
         if gpu:
             self.vectors.index = faiss_vectors.to_gpu(self.vectors.index)
-        remove_leftovers(self.path, keep=self.manifest.vectors_file)
-        self.end()
 
     def end(self) -> None:
         """Stop staging and release the lock this handle took."""

@@ -24,6 +24,7 @@ examples:
   python -m training.data wordnet --output data/wordnet.jsonl --no-examples
   python -m training.data pydocs --output data/pydocs.jsonl --min-chars 200
   python -m training.data mix --inputs data/wiki.jsonl data/wordnet.jsonl --cap 20000 --output data/mix.jsonl
+  python -m training.data task --input data/pydocs.jsonl --dataset pydocs --output tasks/PyDocsRetrieval
 
 sources, counts and licences: training/data/CARD.md
 """
@@ -75,6 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     mix.add_argument("--skip-bad", action="store_true", help="skip and count malformed records instead of failing")
     _common(mix, negatives=False)
     mix.set_defaults(handler=_run_mix)
+    task = commands.add_parser(
+        "task", help="write a held-out dataset as a retrieval task folder for python -m eval --tasks"
+    )
+    task.add_argument("--input", type=Path, required=True, help="a JSONL file of pairs, e.g. data/pydocs.jsonl")
+    task.add_argument("--dataset", required=True, help="the dataset of --input that becomes the task, e.g. pydocs")
+    task.add_argument("--name", help="the task name (default: the output folder's name)")
+    task.add_argument("--queries", type=int, default=1000, help="queries to sample (1000)")
+    task.add_argument("--output", type=Path, required=True, help="the task folder, e.g. tasks/PyDocsRetrieval")
+    task.add_argument("--seed", type=int, default=0, help="seed of the query sample (0)")
+    task.add_argument("--json", action="store_true", help="print the summary as JSON")
+    task.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
+    task.set_defaults(handler=None)
     return parser
 
 
@@ -133,8 +146,26 @@ def _run_mix(args: argparse.Namespace) -> list[Pair]:
     return mix_pairs(pairs, args.cap, args.seed)
 
 
+def run_task(args: argparse.Namespace) -> int:
+    """Write the task folder of ``python -m training.data task`` and print a summary; returns 0."""
+    from training.data.task import write_task_folder
+
+    output: Path = args.output.expanduser()
+    if output.is_file():
+        raise ValueError(f"--output {output} is a file; name a folder")
+    pairs = read_pairs(args.input)[0]
+    name = args.name or output.name
+    counts = write_task_folder(pairs, output, name=name, dataset=args.dataset, queries=args.queries, seed=args.seed)
+    summary = {"output": str(output), "name": name, **counts}
+    print(json.dumps(summary) if args.json else f"wrote task {name} to {output}: {counts['queries']} queries, "
+          f"{counts['corpus']} documents")  # fmt: skip
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the pairs of ``args.command``, write them to ``args.output`` and print a summary; returns 0."""
+    if args.command == "task":
+        return run_task(args)
     output: Path = args.output.expanduser()
     if output.is_dir():
         raise ValueError(f"--output {output} is a folder; name a .jsonl file")

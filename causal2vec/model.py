@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, overload
@@ -189,15 +190,27 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
             save_checkpoint(self, Path(path), overwrite=overwrite)
 
     @torch.no_grad()
-    def calibrate_projector(self, texts: tuple[str, ...] = CALIBRATION_TEXTS) -> float:
-        """Scale the projector so the mean ``|C|`` over ``texts`` equals the mean LLM token-embedding norm.
+    def calibrate_projector(self, texts: tuple[str, ...] = CALIBRATION_TEXTS, *, target: float | None = None) -> float:
+        """Scale the projector so the mean ``|C|`` over ``texts`` equals ``target``.
+
+        Args:
+            texts: The texts whose Contextual tokens are measured.
+            target: The mean norm to reach (default: the mean norm of the LLM's token embeddings). A norm far
+                above the LLM's own states (thousands for SmolLM2) makes C dominate the residual stream at its
+                position, so ``h_C`` starts as a near-linear image of the encoder's vector: a warm start for
+                training.
 
         Returns:
             The factor applied.
+
+        Raises:
+            ValueError: If ``target`` is not a positive finite number.
         """
-        table = self.llm.get_input_embeddings().weight.float()
-        norms = table.norm(dim=-1)
-        target = norms[norms > 0].mean().item()
+        if target is None:
+            norms = self.llm.get_input_embeddings().weight.float().norm(dim=-1)
+            target = norms[norms > 0].mean().item()
+        elif not (isinstance(target, (int, float)) and 0 < target < float("inf")):
+            raise ValueError(f"target={target!r} must be a positive finite norm")
         features = self.inputs(list(texts))
         features = {k: v.to(self.device) for k, v in features.items()}
         c = self.contextual_token(features["encoder_input_ids"], features["encoder_attention_mask"])
@@ -205,6 +218,19 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         self.projector.rescale_output(factor)
         logger.debug("projector scaled by %.4f so that mean |C| = %.4f", factor, target)
         return factor
+
+    def set_token_budgets(self, *, encoder_max_length: int | None = None, llm_max_length: int | None = None) -> None:
+        """Change the encoder's and the LLM's token budgets (``None`` keeps one); saved with the model.
+
+        The LLM budget can be far below the encoder's: the Contextual token carries the whole text (up to the
+        encoder's budget) into the LLM, which then reads only the start of the text.
+
+        Raises:
+            ValueError: If a budget is not an integer >= 4.
+        """
+        changes = {"encoder_max_length": encoder_max_length, "llm_max_length": llm_max_length}
+        self.config = dataclasses.replace(self.config, **{k: v for k, v in changes.items() if v is not None})
+        self.inputs = InputBuilder(self.encoder_tokenizer, self.llm_tokenizer, self.config)
 
     # ------------------------------------------------------------------ forward
 
@@ -359,12 +385,11 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
 
 def _resolve_checkpoint(source: str, hub_kwargs: dict[str, Any]) -> tuple[Path, str]:
     """The local folder to load for ``source`` and the name the model keeps (``"default"``, a path, a hub id)."""
+    from causal2vec import assets
     from causal2vec.checkpoint import resolve_folder
 
-    if source == "default":
-        from causal2vec.assets import default_checkpoint
-
-        return default_checkpoint(), "default"
+    if source in assets.NAMED_CHECKPOINTS:
+        return assets.named_checkpoint(source), source
     folder = resolve_folder(source, **hub_kwargs)
     return folder, str(folder.resolve()) if Path(source).expanduser().exists() else source
 

@@ -38,6 +38,9 @@ class ModelSection:
     llm: str | None = None  # a decoder-only LLM (folder or hub id), with encoder
     config: dict[str, Any] = field(default_factory=dict)  # Causal2VecConfig fields of a fresh assembly
     seed: int = 0  # seed of a fresh projector
+    contextual_norm: float | None = None  # rescale the projector to this mean |C| before training (null: keep)
+    encoder_max_length: int | None = None  # encoder token budget while training (null: the model's)
+    llm_max_length: int | None = None  # LLM token budget while training (null: the model's); saved: the model's
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Source:
 
     name: str  # batches are drawn from one source at a time; also the key of its instruction
     path: str | None = None  # local JSONL: query, positive, optional negatives, instruction, dataset
+    dataset: str | None = None  # keep only the JSONL records of this dataset (a file may hold several)
     hub: str | None = None  # a Hugging Face dataset id (or a local datasets folder), loaded with datasets
     subset: str | None = None  # of a hub dataset with several subsets (configs), e.g. "triplet"
     split: str = "train"  # of a hub dataset
@@ -164,11 +168,19 @@ class TrainConfig:
         if m.base is not None and (m.encoder or m.llm or m.config):
             raise ValueError(f"{where}: model.base={m.base!r} continues a checkpoint; encoder, llm and config "
                              f"apply to a fresh assembly only (set base: null)")  # fmt: skip
+        for key in ("encoder_max_length", "llm_max_length"):
+            value = getattr(m, key)
+            if value is not None and value < 4:
+                raise ValueError(f"{where}: model.{key}={value} must be an integer >= 4 (or null: the model's)")
+        if m.contextual_norm is not None and not m.contextual_norm > 0:
+            raise ValueError(f"{where}: model.contextual_norm={m.contextual_norm} must be positive (or null: keep)")
         if not self.data.sources:
             raise ValueError(f"{where}: data.sources is empty; name at least one JSONL file or hub dataset")
         for i, source in enumerate(self.data.sources):
             if (source.path is None) == (source.hub is None):
                 raise ValueError(f"{where}: data.sources[{i}] ({source.name!r}) needs exactly one of path or hub")
+            if source.dataset is not None and source.path is None:
+                raise ValueError(f"{where}: data.sources[{i}] ({source.name!r}): dataset filters a JSONL path only")
         names = [s.name for s in self.data.sources]
         if len(set(names)) != len(names):
             raise ValueError(f"{where}: data.sources names repeat: {names}; each source needs its own name")

@@ -49,8 +49,20 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     sources = read_sources(config.data, config.optim.batch_size, config.optim.seed)  # 3 first: no model needed
     set_seed(config.optim.seed)  # before LoRA's random initialisation, so a resumed run matches a whole one
     model = load_model(config.model)  # 1
+    saved_budgets = {
+        "encoder_max_length": model.config.encoder_max_length,
+        "llm_max_length": model.config.llm_max_length,
+    }
+    model.set_token_budgets(
+        encoder_max_length=config.model.encoder_max_length, llm_max_length=config.model.llm_max_length
+    )
     set_trainable(model, config.train, config.lora)  # 2
     datasets, prompts = as_datasets(sources, config.data, model.config)
+    for name, prompt in prompts.items():  # an instruction longer than the token budgets fails now, not mid-run
+        try:
+            model.tokenize(["x"], prompt["query"])
+        except ValueError as err:
+            raise ValueError(f"source {name!r}: {err}") from err
     st = SentenceTransformer(modules=[Causal2VecModule(model)], device=_device())
     loss = make_loss(st, config.loss)  # 4
     trainer = SentenceTransformerTrainer(  # 5
@@ -59,6 +71,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     trainer.train(resume_from_checkpoint=resume or None)
     final = output / FINAL  # 6
     if trainer.is_world_process_zero():
+        model.set_token_budgets(**saved_budgets)  # the training budgets are a training setting, not the model's
         save_final(model, final, merge=config.output.merge)
     return final
 
@@ -67,11 +80,18 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
 
 
 def load_model(section: ModelSection) -> Causal2Vec:
-    """The model to train, in float32 (bf16 is autocast, so the optimizer keeps float32 weights)."""
+    """The model to train, in float32 (bf16 is autocast, so the optimizer keeps float32 weights).
+
+    With ``contextual_norm`` set, the projector is rescaled to that mean ``|C|`` first.
+    """
     if section.base is not None:
-        return Causal2Vec.from_pretrained(section.base)
-    config = Causal2VecConfig(**section.config)
-    return Causal2Vec.from_components(section.encoder, section.llm, config=config, seed=section.seed)
+        model = Causal2Vec.from_pretrained(section.base)
+    else:
+        config = Causal2VecConfig(**section.config)
+        model = Causal2Vec.from_components(section.encoder, section.llm, config=config, seed=section.seed)
+    if section.contextual_norm is not None:
+        model.calibrate_projector(target=section.contextual_norm)
+    return model
 
 
 # ---------------------------------------------------------------------- 2. what trains
@@ -168,6 +188,14 @@ def read_source(source: Source, skip_bad: bool) -> list[Pair]:
         pairs, skipped = read_pairs(Path(source.path), skip_bad=skip_bad)
         if skipped:
             logger.warning("source %s: skipped %d malformed lines of %s", source.name, skipped, source.path)
+        if source.dataset is not None:
+            present = sorted({str(p.dataset) for p in pairs})
+            pairs = [p for p in pairs if p.dataset == source.dataset]
+            if not pairs:
+                raise ValueError(
+                    f"source {source.name!r}: {source.path} has no records of dataset {source.dataset!r}; "
+                    f"it holds {present}"
+                )
         return pairs
     return _hub_pairs(source)
 

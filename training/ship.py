@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from causal2vec.adapters import ADAPTER_DIR, ENCODER_ADAPTER_DIR
-from causal2vec.assets import TRAINED_CONFIG, TRAINED_DIR, untrained_checkpoint
+from causal2vec.assets import MINILM_NAME, SMOLLM2_NAME, TRAINED_CONFIG, TRAINED_DIR, untrained_checkpoint
 from causal2vec.checkpoint import PROJECTOR_NAME
 from causal2vec.config import CONFIG_NAME, Causal2VecConfig
 from causal2vec.runtime import replace_dir
@@ -87,7 +86,12 @@ def ship(run: Path, output: Path = TRAINED_DIR, *, notes: str) -> dict[str, int]
                 save_file(
                     {k: v.to(torch.float16).contiguous() for k, v in weights.items()}, folder / name / ADAPTER_WEIGHTS
                 )
-                shutil.copy(run / name / "adapter_config.json", folder / name / "adapter_config.json")
+                adapter = json.loads((run / name / "adapter_config.json").read_text(encoding="utf-8"))
+                base = SMOLLM2_NAME if name == ADAPTER_DIR else MINILM_NAME
+                adapter["base_model_name_or_path"] = base  # not the training machine's cache path
+                (folder / name / "adapter_config.json").write_text(
+                    json.dumps(adapter, indent=2) + "\n", encoding="utf-8"
+                )
         (folder / TRAINED_CONFIG).write_text(json.dumps(changes, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         sizes = {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
         if sum(sizes.values()) > MAX_BYTES:

@@ -100,7 +100,7 @@ def train_causal2vec(data: Path, steps: int, out: Path, pooling: str) -> Path:
     config = training_config(data, steps, out)
     if pooling != "contextual_eos":
         base = Causal2Vec.from_pretrained(config.model.base)
-        base.config = dataclasses.replace(base.config, output_pooling=pooling)
+        base.update_config(output_pooling=pooling)
         base.save_pretrained(out.parent / f"{out.name}-base", overwrite=True)
         config.model.base = str(out.parent / f"{out.name}-base")
     return train(config)

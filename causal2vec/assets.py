@@ -18,7 +18,6 @@ Corpora live in :mod:`causal2vec.data`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -208,8 +207,7 @@ def _build_trained(out: Path) -> None:
     if (TRAINED_DIR / ADAPTER_DIR).is_dir():
         model.llm = load_adapter(model.llm, TRAINED_DIR / ADAPTER_DIR).merge_and_unload()
     changes = json.loads((TRAINED_DIR / TRAINED_CONFIG).read_text(encoding="utf-8"))
-    model.config = dataclasses.replace(model.config, **changes)
-    model.set_token_budgets()  # rebuilds the input layout from the new config
+    model.update_config(**changes)
     write_checkpoint_files(model, out)
 
 

@@ -219,6 +219,15 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         logger.debug("projector scaled by %.4f so that mean |C| = %.4f", factor, target)
         return factor
 
+    def update_config(self, **changes: Any) -> None:
+        """Replace config fields (validated as the config's own) and rebuild the input layout from them.
+
+        Raises:
+            ValueError: For a value the config does not allow.
+        """
+        self.config = dataclasses.replace(self.config, **changes)
+        self.inputs = InputBuilder(self.encoder_tokenizer, self.llm_tokenizer, self.config)
+
     def set_token_budgets(self, *, encoder_max_length: int | None = None, llm_max_length: int | None = None) -> None:
         """Change the encoder's and the LLM's token budgets (``None`` keeps one); saved with the model.
 
@@ -229,8 +238,7 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
             ValueError: If a budget is not an integer >= 4.
         """
         changes = {"encoder_max_length": encoder_max_length, "llm_max_length": llm_max_length}
-        self.config = dataclasses.replace(self.config, **{k: v for k, v in changes.items() if v is not None})
-        self.inputs = InputBuilder(self.encoder_tokenizer, self.llm_tokenizer, self.config)
+        self.update_config(**{k: v for k, v in changes.items() if v is not None})
 
     # ------------------------------------------------------------------ forward
 

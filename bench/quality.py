@@ -74,7 +74,7 @@ def build_data(data: Path) -> Path:
     task = data / OUTSIDE
     if not task.is_dir():
         pairs = read_pairs(data / "pydocs.jsonl")[0]
-        write_task_folder(pairs, task, name=OUTSIDE, dataset="pydocs", queries=1000)
+        write_task_folder(pairs, task, name=OUTSIDE, dataset="pydocs", queries=500, corpus=1500)
     return task
 
 

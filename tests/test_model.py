@@ -248,3 +248,24 @@ def test_prefetched_tokenisation_yields_the_same_batches_in_order(tiny_model, te
     for f1, f2 in zip(plain, ahead, strict=True):
         assert f1.keys() == f2.keys()
         assert all(torch.equal(f1[k], f2[k]) for k in f1)
+
+
+@pytest.mark.parametrize(
+    ("kind", "d_in", "d_out", "kept"), [("mlp", 8, 32, 8), ("mlp", 24, 32, 16), ("linear", 8, 12, 8)]
+)
+def test_isometric_projector_init_is_an_exact_linear_isometry_of_its_subspace(kind, d_in, d_out, kept):
+    from causal2vec.projector import Projector
+
+    projector = Projector(d_in, d_out, kind)
+    assert projector.init_isometric(seed=3) == kept
+    x = torch.randn(6, d_in, dtype=torch.float64)
+    with torch.no_grad():
+        y = projector.double()(x)
+        # Linear, though the MLP has a GELU inside: the map of a combination is the combination of the maps.
+        torch.testing.assert_close(projector(2 * x[:3] - 0.5 * x[3:]), 2 * y[:3] - 0.5 * y[3:])
+    if kept == d_in:  # every direction kept: inner products (so cosines) are preserved exactly
+        torch.testing.assert_close(y @ y.T, x @ x.T)
+    else:  # an orthogonal projection onto `kept` directions, then an isometry: lengths shrink, never grow
+        assert torch.all(y.norm(dim=-1) <= x.norm(dim=-1) + 1e-9)
+        basis = torch.linalg.svd(projector.net[0].weight.double()[:kept])[2][:kept]  # the kept directions
+        torch.testing.assert_close(y.norm(dim=-1), (x @ basis.T).norm(dim=-1))

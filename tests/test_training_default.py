@@ -61,6 +61,23 @@ def test_contextual_norm_rescales_the_projector_to_the_mean_norm_asked(tiny_chec
         model.calibrate_projector(target=-1.0)
 
 
+def test_isometric_projector_init_then_the_norm(tiny_checkpoint):
+    model = load_model(ModelSection(base=str(tiny_checkpoint), projector_init="isometric", contextual_norm=40.0))
+    features = model.tokenize(list(CALIBRATION_TEXTS))
+    with torch.no_grad():
+        states = model.encoder(
+            input_ids=features["encoder_input_ids"], attention_mask=features["encoder_attention_mask"]
+        ).last_hidden_state
+        c = model.contextual_token(features["encoder_input_ids"], features["encoder_attention_mask"])
+    assert c.norm(dim=-1).mean().item() == pytest.approx(40.0, rel=1e-4)
+    # The isometry keeps the encoder's geometry: every pooled vector maps to C with the same factor of length.
+    mask = features["encoder_attention_mask"].unsqueeze(-1)
+    pooled = (states * mask).sum(1) / mask.sum(1)
+    assert 2 * model.projector.in_features <= model.projector.out_features  # the tiny MLP keeps every direction
+    ratio = c.norm(dim=-1) / pooled.norm(dim=-1)
+    torch.testing.assert_close(ratio, ratio.mean().expand_as(ratio), rtol=1e-4, atol=0)
+
+
 def test_training_budgets_cap_training_and_the_saved_model_keeps_its_own(adapter_run, tiny_checkpoint):
     trained = Causal2Vec.from_pretrained(adapter_run)
     base = Causal2Vec.from_pretrained(tiny_checkpoint)
@@ -101,12 +118,15 @@ def test_a_source_can_take_one_dataset_of_a_file(tmp_path, tiny_checkpoint, two_
         read_sources(config.data, 16, 0)
 
 
-def test_a_held_out_dataset_becomes_a_task_folder_eval_reads(tmp_path, two_datasets):
+@pytest.mark.parametrize(("corpus", "documents"), [(None, 32), (25, 25)])
+def test_a_held_out_dataset_becomes_a_task_folder_eval_reads(tmp_path, two_datasets, corpus, documents):
     from eval.tasks import load_jsonl_task, read_qrels
 
     pairs = read_pairs(two_datasets)[0]
-    counts = write_task_folder(pairs, tmp_path / "Leads", name="LeadsRetrieval", dataset="leads", queries=20)
-    assert counts == {"corpus": 32, "queries": 20}
+    counts = write_task_folder(
+        pairs, tmp_path / "Leads", name="LeadsRetrieval", dataset="leads", queries=20, corpus=corpus
+    )
+    assert counts == {"corpus": documents, "queries": 20}
     task = load_jsonl_task(tmp_path / "Leads")
     assert task.metadata.name == "LeadsRetrieval"
 
@@ -119,8 +139,11 @@ def test_a_held_out_dataset_becomes_a_task_folder_eval_reads(tmp_path, two_datas
         assert [corpus[doc_id] for doc_id in relevant] == [positive_of[queries[query_id]]]
     spec = json.loads((tmp_path / "Leads" / "task.json").read_text())
     assert spec["instruction"] == "Given a lead, retrieve the article"
+    assert len(corpus) == documents
     with pytest.raises(ValueError, match=r"no pair has dataset 'nope'; the input holds \['headlines', 'leads'\]"):
         write_task_folder(pairs, tmp_path / "x", name="X", dataset="nope", queries=5)
+    with pytest.raises(ValueError, match=r"corpus=10 must be at least queries=20"):
+        write_task_folder(pairs, tmp_path / "x", name="X", dataset="leads", queries=20, corpus=10)
 
 
 def test_ship_writes_small_files_that_rebuild_the_trained_model(tmp_path, monkeypatch, adapter_run, tiny_checkpoint):

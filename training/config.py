@@ -26,6 +26,7 @@ import yaml
 EncoderMode = Literal["frozen", "full", "lora"]
 LlmMode = Literal["frozen", "lora"]
 LossKind = Literal["mnrl", "cached_mnrl"]
+ProjectorInit = Literal["isometric"]
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -38,6 +39,7 @@ class ModelSection:
     llm: str | None = None  # a decoder-only LLM (folder or hub id), with encoder
     config: dict[str, Any] = field(default_factory=dict)  # Causal2VecConfig fields of a fresh assembly
     seed: int = 0  # seed of a fresh projector
+    projector_init: ProjectorInit | None = None  # "isometric": restart the projector as an exact isometry (null: keep)
     contextual_norm: float | None = None  # rescale the projector to this mean |C| before training (null: keep)
     encoder_max_length: int | None = None  # encoder token budget while training (null: the model's)
     llm_max_length: int | None = None  # LLM token budget while training (null: the model's); saved: the model's

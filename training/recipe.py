@@ -82,13 +82,18 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
 def load_model(section: ModelSection) -> Causal2Vec:
     """The model to train, in float32 (bf16 is autocast, so the optimizer keeps float32 weights).
 
-    With ``contextual_norm`` set, the projector is rescaled to that mean ``|C|`` first.
+    With ``projector_init: isometric`` the projector restarts as an exact isometry of a random subspace of the
+    encoder's space (:meth:`Projector.init_isometric`), seeded by ``seed``; with ``contextual_norm`` set, it is then
+    rescaled to that mean ``|C|``.
     """
     if section.base is not None:
         model = Causal2Vec.from_pretrained(section.base)
     else:
         config = Causal2VecConfig(**section.config)
         model = Causal2Vec.from_components(section.encoder, section.llm, config=config, seed=section.seed)
+    if section.projector_init == "isometric":
+        kept = model.projector.init_isometric(section.seed)
+        logger.info("projector: an isometry of %d of the encoder's %d directions", kept, model.projector.in_features)
     if section.contextual_norm is not None:
         model.calibrate_projector(target=section.contextual_norm)
     return model

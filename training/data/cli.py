@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--dataset", required=True, help="the dataset of --input that becomes the task, e.g. pydocs")
     task.add_argument("--name", help="the task name (default: the output folder's name)")
     task.add_argument("--queries", type=int, default=1000, help="queries to sample (1000)")
+    task.add_argument("--corpus", type=int, help="documents to keep: the queries' positives + a sample (default: all)")
     task.add_argument("--output", type=Path, required=True, help="the task folder, e.g. tasks/PyDocsRetrieval")
     task.add_argument("--seed", type=int, default=0, help="seed of the query sample (0)")
     task.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -155,7 +156,9 @@ def run_task(args: argparse.Namespace) -> int:
         raise ValueError(f"--output {output} is a file; name a folder")
     pairs = read_pairs(args.input)[0]
     name = args.name or output.name
-    counts = write_task_folder(pairs, output, name=name, dataset=args.dataset, queries=args.queries, seed=args.seed)
+    counts = write_task_folder(
+        pairs, output, name=name, dataset=args.dataset, queries=args.queries, corpus=args.corpus, seed=args.seed
+    )
     summary = {"output": str(output), "name": name, **counts}
     print(json.dumps(summary) if args.json else f"wrote task {name} to {output}: {counts['queries']} queries, "
           f"{counts['corpus']} documents")  # fmt: skip

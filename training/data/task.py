@@ -1,8 +1,8 @@
 """Turn held-out training pairs into a retrieval task folder that ``python -m eval --tasks DIR`` reads.
 
 A source kept out of training becomes the evaluation's outside-domain task: every distinct positive of the chosen
-dataset is a corpus document, a seeded sample of its queries are the queries, and each query's own positive is its one
-relevant document. The folder layout is the one ``eval.tasks.load_jsonl_task`` documents.
+dataset is a corpus document (or, with a corpus size, the queries' positives plus a seeded sample of the others), a
+seeded sample of its queries are the queries, and each query's own positive is its one relevant document. The folder layout is the one ``eval.tasks.load_jsonl_task`` documents.
 """
 
 from __future__ import annotations
@@ -17,7 +17,14 @@ from training.data.pairs import Pair
 
 
 def write_task_folder(
-    pairs: Sequence[Pair], output: Path, *, name: str, dataset: str, queries: int, seed: int = 0
+    pairs: Sequence[Pair],
+    output: Path,
+    *,
+    name: str,
+    dataset: str,
+    queries: int,
+    corpus: int | None = None,
+    seed: int = 0,
 ) -> dict[str, int]:
     """Write ``corpus.jsonl``, ``queries.jsonl``, ``qrels.tsv`` and ``task.json`` for one dataset of ``pairs``.
 
@@ -27,16 +34,21 @@ def write_task_folder(
         name: The task name recorded in ``task.json`` (e.g. ``PyDocsRetrieval``).
         dataset: Which dataset of ``pairs`` becomes the task.
         queries: How many queries to sample (all when there are fewer).
-        seed: Seed of the query sample.
+        corpus: How many documents to keep: the sampled queries' positives plus a seeded sample of the others
+            (``None``: every positive). A smaller corpus makes the task cheaper to evaluate on CPU.
+        seed: Seed of the query and document samples.
 
     Returns:
         The corpus and query counts.
 
     Raises:
-        ValueError: If no pair belongs to ``dataset`` (the message lists the datasets present), or ``queries`` < 1.
+        ValueError: If no pair belongs to ``dataset`` (the message lists the datasets present), or ``queries`` < 1,
+            or ``corpus`` is smaller than the number of queries.
     """
     if queries < 1:
         raise ValueError(f"queries={queries} must be at least 1")
+    if corpus is not None and corpus < queries:
+        raise ValueError(f"corpus={corpus} must be at least queries={queries}: every query's positive is a document")
     chosen = [pair for pair in pairs if pair.dataset == dataset]
     if not chosen:
         present = sorted({str(pair.dataset) for pair in pairs})
@@ -52,7 +64,13 @@ def write_task_folder(
     for pair in chosen:
         counts[pair.query] = counts.get(pair.query, 0) + 1
     candidates = [pair for pair in chosen if counts[pair.query] == 1]
-    sample = random.Random(seed).sample(candidates, min(queries, len(candidates)))
+    rng = random.Random(seed)
+    sample = rng.sample(candidates, min(queries, len(candidates)))
+    if corpus is not None and corpus < len(doc_ids):
+        needed = {pair.positive for pair in sample}
+        others = [text for text in doc_ids if text not in needed]
+        kept = needed | set(rng.sample(others, corpus - len(needed)))
+        doc_ids = {text: doc_id for text, doc_id in doc_ids.items() if text in kept}
     spec = {"name": name, "description": f"{dataset} pairs held out of training, as retrieval"}
     if instructions != {None}:
         spec["instruction"] = instructions.pop()

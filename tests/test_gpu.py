@@ -70,3 +70,41 @@ def test_faiss_gpu_index_matches_cpu(tmp_path, factory):
     gpu.delete(["d0"])
     gpu.save()  # written from a CPU copy
     assert len(SemanticIndex.load(tmp_path / "gpu")) == 1999
+
+
+def test_fsdp_run_saves_the_whole_model_like_a_plain_run(tmp_path, tiny_checkpoint):
+    """FSDP2 through accelerate (one rank: every weight is still a sharded DTensor) gathers the final model on save."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from causal2vec.data.bbc import bbc_news_split
+    from tests.test_training import INSTRUCTION, write_config
+    from training.data.pairs import Pair, write_pairs
+
+    pairs_file = tmp_path / "bbc.jsonl"
+    write_pairs(pairs_file, [Pair(a.title, a.body[:300], (), INSTRUCTION, "bbc") for a in bbc_news_split("train")[:96]])
+    root = Path(__file__).resolve().parents[1]
+    fsdp = yaml.safe_load((root / "training" / "configs" / "accelerate-fsdp.yaml").read_text())
+    fsdp.update(num_processes=1, mixed_precision="no", main_process_port=29533)
+    fsdp["fsdp_config"].update(
+        fsdp_transformer_layer_cls_to_wrap="LlamaDecoderLayer", fsdp_activation_checkpointing=False
+    )
+    (tmp_path / "fsdp.yaml").write_text(yaml.safe_dump(fsdp))
+    finals = {}
+    for name, launcher in {
+        "plain": [sys.executable],
+        "fsdp": [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "fsdp.yaml")],
+    }.items():
+        config = write_config(tmp_path / name, tiny_checkpoint, pairs_file, output={"merge": True})
+        done = subprocess.run([*launcher, "-m", "training", "--config", str(config)], cwd=root, capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        finals[name] = Causal2Vec.from_pretrained(tmp_path / name / "run" / "final")
+    texts = ["A headline about the economy", "A match report from the weekend", "New phone on sale"]
+    plain, sharded = (finals[name].encode_document(texts) for name in ("plain", "fsdp"))
+    untrained = Causal2Vec.from_pretrained(tiny_checkpoint).encode_document(texts)
+    assert np.abs(plain - untrained).max() > 1e-3, "the plain run did not train"
+    np.testing.assert_allclose(sharded, plain, atol=2e-3)

@@ -116,6 +116,26 @@ def test_training_features_embed_as_encode_query_and_encode_document(tmp_path, t
     assert np.abs(queries - model.encode_document([r["query"] for r in rows])).max() > 1e-3, "no instruction applied"
 
 
+def test_a_gathered_state_dict_rebuilds_the_run_unsharded(tmp_path, tiny_checkpoint, pairs_file):
+    """What FSDP's final save does after gathering: the trainer's state dict, loaded into a fresh copy of the run."""
+    from causal2vec.st_module import Causal2VecModule
+    from training.recipe import load_model, unsharded_copy
+
+    config = TrainConfig.load(write_config(tmp_path, tiny_checkpoint, pairs_file))
+    model = load_model(config.model)
+    set_trainable(model, config.train, config.lora)
+    st = SentenceTransformer(modules=[Causal2VecModule(model)], device="cpu")
+    with torch.no_grad():  # as if trained: every weight, frozen or LoRA, moves
+        for parameter in st.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    copy = unsharded_copy(config, st.state_dict())
+    model.eval(), copy.eval()
+    texts = ["A headline about the economy", "A match report from the weekend"]
+    np.testing.assert_allclose(copy.encode_document(texts), model.encode_document(texts), atol=1e-6)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        unsharded_copy(config, {k: v for k, v in st.state_dict().items() if "lora_B" not in k})
+
+
 # ---------------------------------------------------------------------- training
 
 

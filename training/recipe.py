@@ -70,6 +70,12 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     )
     trainer.train(resume_from_checkpoint=resume or None)
     final = output / FINAL  # 6
+    if trainer.is_fsdp_enabled:
+        # FSDP leaves each rank a shard of every weight: gather the whole state dict (a collective: every rank
+        # calls it) and load it into an unsharded copy on rank 0, which is saved like any other run.
+        state = trainer.accelerator.get_state_dict(trainer.model)
+        if trainer.is_world_process_zero():
+            model = unsharded_copy(config, state)
     if trainer.is_world_process_zero():
         model.set_token_budgets(**saved_budgets)  # the training budgets are a training setting, not the model's
         save_final(model, final, merge=config.output.merge)
@@ -320,6 +326,15 @@ def _device() -> str:
 
 
 # ---------------------------------------------------------------------- 6. the final model
+
+
+def unsharded_copy(config: TrainConfig, state: dict[str, torch.Tensor]) -> Causal2Vec:
+    """A fresh, unsharded model of the run's structure (LoRA included) holding ``state``, a gathered state dict."""
+    model = load_model(config.model)
+    set_trainable(model, config.train, config.lora)
+    holder = SentenceTransformer(modules=[Causal2VecModule(model)], device="cpu")  # the trainer's key layout
+    holder.load_state_dict({key: value.to("cpu") for key, value in state.items()}, strict=True)
+    return model
 
 
 def save_final(model: Causal2Vec, folder: Path, *, merge: bool) -> None:

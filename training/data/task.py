@@ -2,7 +2,8 @@
 
 A source kept out of training becomes the evaluation's outside-domain task: every distinct positive of the chosen
 dataset is a corpus document (or, with a corpus size, the queries' positives plus a seeded sample of the others), a
-seeded sample of its queries are the queries, and each query's own positive is its one relevant document. The folder layout is the one ``eval.tasks.load_jsonl_task`` documents.
+seeded sample of its queries are the queries, and each query's own positive is its one relevant document. The
+folder layout is the one ``eval.tasks.load_jsonl_task`` documents.
 """
 
 from __future__ import annotations

@@ -30,8 +30,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-BBC_INSTRUCTION = "Given a news headline, retrieve the news article it belongs to"
-
 
 def mrr_at_10(queries: np.ndarray, documents: np.ndarray) -> float:
     """MRR@10 when query i's one relevant document is document i (rows L2-normalised)."""
@@ -43,6 +41,7 @@ def mrr_at_10(queries: np.ndarray, documents: np.ndarray) -> float:
 def selection_data(pairs_file: Path, task: Path) -> dict[str, tuple[list[str], list[str], str]]:
     """Queries, documents (the first len(queries) relevant in order) and the query instruction, per probe."""
     from causal2vec.data.bbc import bbc_news_split
+    from training.data.bbc import INSTRUCTION as BBC_INSTRUCTION  # the one the BBC training pairs carry
 
     articles = bbc_news_split("validation")[:200]
     in_task = {json.loads(line)["text"] for line in (task / "corpus.jsonl").read_text().splitlines()}
@@ -75,11 +74,12 @@ def embedder(name: str, norm: float, llm_max_length: int | None):
 
         st = SentenceTransformer(str(minilm_path()), device="cpu")
         return (lambda texts, _: st.encode(texts)), st.encode, False
-    if name == "isometric":
-        model = Causal2Vec.from_pretrained("default-untrained")
-        model.projector.init_isometric(0)
-        model.calibrate_projector(target=norm)
-        model = model.to(torch.bfloat16)
+    if name == "isometric":  # the recipe's own start, built as training builds it
+        from training.config import ModelSection
+        from training.recipe import load_model
+
+        section = ModelSection(base="default-untrained", projector_init="isometric", contextual_norm=norm)
+        model = load_model(section).to(torch.bfloat16)
     else:
         model = Causal2Vec.from_pretrained(name, dtype=torch.bfloat16)
     if llm_max_length is not None:

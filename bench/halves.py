@@ -9,8 +9,8 @@ recipe to the test. This script scores choices on data neither touches:
 
 For each model it prints MRR@10 of the whole embedding ``[h_C ; h_EOS]`` and of each half alone, so a run shows
 whether C carries the encoder's information (``h_C``) and whether the LLM has learnt to read it (``h_EOS``), with
-all-MiniLM-L6-v2 alongside. ``isometric`` is the recipe's starting point: the untrained assembly with the
-isometric projector at mean ``|C|`` ``--norm``.
+all-MiniLM-L6-v2 alongside. ``isometric`` is the recipe's starting point, built from the model section of
+``training/configs/default.yaml`` (the untrained assembly with its isometric projector) at mean ``|C|`` ``--norm``.
 
     .venv/bin/python bench/halves.py all-MiniLM-L6-v2 isometric default      # ~10 minutes on 2 CPU cores
     .venv/bin/python bench/halves.py runs/default/checkpoint-150 --llm-max-length 64
@@ -19,6 +19,7 @@ isometric projector at mean ``|C|`` ``--norm``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
@@ -75,11 +76,11 @@ def embedder(name: str, norm: float, llm_max_length: int | None):
         st = SentenceTransformer(str(minilm_path()), device="cpu")
         return (lambda texts, _: st.encode(texts)), st.encode, False
     if name == "isometric":  # the recipe's own start, built as training builds it
-        from training.config import ModelSection
+        from training.config import TrainConfig
         from training.recipe import load_model
 
-        section = ModelSection(base="default-untrained", projector_init="isometric", contextual_norm=norm)
-        model = load_model(section).to(torch.bfloat16)
+        section = TrainConfig.load(ROOT / "training" / "configs" / "default.yaml").model
+        model = load_model(dataclasses.replace(section, contextual_norm=norm)).to(torch.bfloat16)
     else:
         model = Causal2Vec.from_pretrained(name, dtype=torch.bfloat16)
     if llm_max_length is not None:

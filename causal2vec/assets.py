@@ -200,13 +200,16 @@ def _build_trained(out: Path) -> None:
     from causal2vec.adapters import ADAPTER_DIR, load_adapter
     from causal2vec.checkpoint import PROJECTOR_NAME, write_checkpoint_files
     from causal2vec.model import Causal2Vec
+    from causal2vec.projector import Projector
 
     logger.info("building the trained default from %s (once)", TRAINED_DIR)
     model = Causal2Vec.from_pretrained(untrained_checkpoint(), dtype=torch.float32)
+    changes = json.loads((TRAINED_DIR / TRAINED_CONFIG).read_text(encoding="utf-8"))
+    kind = changes.get("projector", model.config.projector)
+    model.projector = Projector(model.projector.in_features, model.projector.out_features, kind)  # the shipped kind
     model.projector.load_state_dict({k: v.float() for k, v in load_file(TRAINED_DIR / PROJECTOR_NAME).items()})
     if (TRAINED_DIR / ADAPTER_DIR).is_dir():
         model.llm = load_adapter(model.llm, TRAINED_DIR / ADAPTER_DIR).merge_and_unload()
-    changes = json.loads((TRAINED_DIR / TRAINED_CONFIG).read_text(encoding="utf-8"))
     model.update_config(**changes)
     write_checkpoint_files(model, out)
 

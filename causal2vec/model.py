@@ -23,10 +23,10 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
-from causal2vec.config import Causal2VecConfig
+from causal2vec.config import Causal2VecConfig, ProjectorKind
 from causal2vec.encoding import QueryDocumentMethods, Texts, normalize_embeddings
 from causal2vec.layout import Features, InputBuilder, resolve_sink_token
-from causal2vec.projector import CALIBRATION_TEXTS, Projector
+from causal2vec.projector import CALIBRATION_TEXTS, Projector, seeded_projector
 from causal2vec.runtime import check_device, quiet_transformers_bars, resolve_dtype
 
 logger = logging.getLogger(__name__)
@@ -126,10 +126,7 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
             config.llm_name = llm
         config.sink_token = resolve_sink_token(llm_tokenizer, config.sink_token)  # record the choice
         d_enc, d_llm = encoder_model.config.hidden_size, llm_model.get_input_embeddings().embedding_dim
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        projector = Projector(d_enc, d_llm, config.projector).to(torch_dtype)
-        torch.random.set_rng_state(generator_state)
+        projector = seeded_projector(d_enc, d_llm, config.projector, seed).to(torch_dtype)
         model = cls(encoder_model, llm_model, projector, encoder_tokenizer, llm_tokenizer, config).eval()
         model.calibrate_projector()
         return model
@@ -218,6 +215,17 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         self.projector.rescale_output(factor)
         logger.debug("projector scaled by %.4f so that mean |C| = %.4f", factor, target)
         return factor
+
+    def replace_projector(self, kind: ProjectorKind, *, seed: int = 0) -> None:
+        """Put a fresh projector of ``kind`` in place (seeded, calibrated like a fresh assembly's) and record it.
+
+        Raises:
+            ValueError: If ``kind`` is not a projector kind.
+        """
+        self.update_config(projector=kind)  # validates kind
+        projector = seeded_projector(self.projector.in_features, self.projector.out_features, kind, seed)
+        self.projector = projector.to(device=self.device, dtype=next(self.projector.parameters()).dtype)
+        self.calibrate_projector()
 
     def update_config(self, **changes: Any) -> None:
         """Replace config fields (validated as the config's own) and rebuild the input layout from them.

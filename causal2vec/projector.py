@@ -102,6 +102,16 @@ class Projector(nn.Module):
         last.bias.mul_(factor)
 
 
+def seeded_projector(in_features: int, out_features: int, kind: ProjectorKind, seed: int) -> Projector:
+    """A fresh projector drawn from ``seed``, leaving the global random state as it was."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return Projector(in_features, out_features, kind)
+    finally:
+        torch.random.set_rng_state(state)
+
+
 def check_projector_shapes(state: dict[str, torch.Tensor], in_features: int, out_features: int, source: str) -> None:
     """Check a saved projector against the encoder and LLM it is loaded with.
 

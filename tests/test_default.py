@@ -129,9 +129,11 @@ def test_trained_default_is_the_untrained_assembly_with_the_shipped_files(defaul
     from safetensors.torch import load_file
 
     reference = Causal2Vec.from_pretrained("default-untrained")
+    changes = json.loads((assets.TRAINED_DIR / assets.TRAINED_CONFIG).read_text())
+    if changes.get("projector", "mlp") != reference.config.projector:
+        reference.replace_projector(changes["projector"])
     reference.projector.load_state_dict(load_file(assets.TRAINED_DIR / "projector.safetensors"))
     reference.llm = PeftModel.from_pretrained(reference.llm, assets.TRAINED_DIR / "llm_adapter").eval()
-    changes = json.loads((assets.TRAINED_DIR / assets.TRAINED_CONFIG).read_text())
     reference.set_token_budgets(
         encoder_max_length=changes.get("encoder_max_length"), llm_max_length=changes.get("llm_max_length")
     )
@@ -223,4 +225,3 @@ def test_dequantised_llm_matches_the_gguf(untrained_model):
     ours = untrained_model.llm.state_dict()
     for key, value in reference.state_dict().items():
         assert torch.equal(ours[key], value), key
-

@@ -269,3 +269,28 @@ def test_isometric_projector_init_is_an_exact_linear_isometry_of_its_subspace(ki
         assert torch.all(y.norm(dim=-1) <= x.norm(dim=-1) + 1e-9)
         basis = torch.linalg.svd(projector.net[0].weight.double()[:kept])[2][:kept]  # the kept directions
         torch.testing.assert_close(y.norm(dim=-1), (x @ basis.T).norm(dim=-1))
+
+
+def test_replace_projector_puts_a_seeded_calibrated_projector_of_the_kind_and_records_it(tiny_checkpoint, tmp_path):
+    from causal2vec.projector import CALIBRATION_TEXTS
+
+    model = Causal2Vec.from_pretrained(tiny_checkpoint)
+    rng = torch.random.get_rng_state()
+    model.replace_projector("linear", seed=3)
+    assert torch.equal(torch.random.get_rng_state(), rng), "the global random state is left as it was"
+    assert model.config.projector == "linear" and len(model.projector.net) == 1
+    first = model.projector.net[0].weight.clone()
+    model.replace_projector("linear", seed=3)
+    torch.testing.assert_close(model.projector.net[0].weight, first)  # the seed decides the weights
+    # Calibrated like a fresh assembly: mean |C| is the mean norm of the LLM's token embeddings.
+    features = model.tokenize(list(CALIBRATION_TEXTS))
+    norms = model.llm.get_input_embeddings().weight.norm(dim=-1)
+    with torch.no_grad():
+        c = model.contextual_token(features["encoder_input_ids"], features["encoder_attention_mask"])
+    assert c.norm(dim=-1).mean().item() == pytest.approx(norms[norms > 0].mean().item(), rel=1e-4)
+    model.save_pretrained(tmp_path / "linear")
+    loaded = Causal2Vec.from_pretrained(tmp_path / "linear")
+    assert loaded.config.projector == "linear"
+    np.testing.assert_allclose(loaded.encode(["x y z"]), model.encode(["x y z"]), atol=1e-5)
+    with pytest.raises(ValueError, match=r"projector='conv' is not allowed; choose one of \['mlp', 'linear'\]"):
+        model.replace_projector("conv")

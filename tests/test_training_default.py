@@ -36,13 +36,20 @@ def two_datasets(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def adapter_run(tmp_path_factory, tiny_checkpoint, two_datasets) -> Path:
-    """A short run with training budgets and a C norm, its LoRA kept as an adapter (what training.ship reads)."""
+    """A short run shaped like the default's: a fresh linear isometric projector, training budgets and a C norm,
+    its LoRA kept as an adapter (what training.ship reads)."""
     folder = tmp_path_factory.mktemp("adapter-run")
     path = write_config(
         folder,
         tiny_checkpoint,
         two_datasets,
-        model={"contextual_norm": 40.0, "encoder_max_length": 24, "llm_max_length": 48},
+        model={
+            "projector": "linear",
+            "projector_init": "isometric",
+            "contextual_norm": 40.0,
+            "encoder_max_length": 24,
+            "llm_max_length": 48,
+        },
         data={"sources": [{"name": "headlines", "path": str(two_datasets), "dataset": "headlines"}]},
         optim={"max_steps": 6},
         output={"merge": False, "save_steps": 6},
@@ -82,9 +89,8 @@ def test_training_budgets_cap_training_and_the_saved_model_keeps_its_own(adapter
     trained = Causal2Vec.from_pretrained(adapter_run)
     base = Causal2Vec.from_pretrained(tiny_checkpoint)
     assert trained.config.token_budgets() == base.config.token_budgets()
-    assert (adapter_run / "llm_adapter").is_dir() and not torch.equal(
-        trained.projector.net[-1].weight, base.projector.net[-1].weight
-    )
+    assert (adapter_run / "llm_adapter").is_dir()
+    assert (trained.config.projector, base.config.projector) == ("linear", "mlp")
 
 
 def test_set_token_budgets_changes_the_layout(tiny_checkpoint, texts):
@@ -160,7 +166,8 @@ def test_ship_writes_small_files_that_rebuild_the_trained_model(tmp_path, monkey
         "llm_adapter/adapter_config.json",
         "llm_adapter/adapter_model.safetensors",
     }
-    assert json.loads((shipped / "config.json").read_text()) == {"notes": "tiny trained default"}
+    # Only what the run changed: the projector kind (the untrained assembly's is an MLP).
+    assert json.loads((shipped / "config.json").read_text()) == {"notes": "tiny trained default", "projector": "linear"}
     monkeypatch.setattr(assets, "TRAINED_DIR", shipped)
     monkeypatch.setattr(assets, "cache_dir", lambda: tmp_path / "cache")
     rebuilt = Causal2Vec.from_pretrained("default")

@@ -23,6 +23,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from causal2vec.config import ProjectorKind
+
 EncoderMode = Literal["frozen", "full", "lora"]
 LlmMode = Literal["frozen", "lora"]
 LossKind = Literal["mnrl", "cached_mnrl"]
@@ -39,6 +41,7 @@ class ModelSection:
     llm: str | None = None  # a decoder-only LLM (folder or hub id), with encoder
     config: dict[str, Any] = field(default_factory=dict)  # Causal2VecConfig fields of a fresh assembly
     seed: int = 0  # seed of a fresh projector
+    projector: ProjectorKind | None = None  # a fresh projector of this kind, "mlp" or "linear" (null: the base's)
     projector_init: ProjectorInit | None = None  # "isometric": restart the projector as an exact isometry (null: keep)
     contextual_norm: float | None = None  # rescale the projector to this mean |C| before training (null: keep)
     encoder_max_length: int | None = None  # encoder token budget while training (null: the model's)

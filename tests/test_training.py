@@ -63,6 +63,7 @@ def retrieval_loss(model: Causal2Vec, pairs: list[Pair], scale: float = 20.0) ->
         ({"train": {"llm": "full"}}, r"llm='full' is not allowed; choose one of \['frozen', 'lora'\]"),
         ({"loss": {"kind": "triplet"}}, r"kind='triplet' is not allowed; choose one of \['mnrl', 'cached_mnrl'\]"),
         ({"model": {"projector_init": "orth"}}, r"projector_init='orth' is not allowed; choose one of \['isometric'\]"),
+        ({"output": {"llm_max_length": 2}}, r"output.llm_max_length=2 must be at least 4"),
         ({"model": {"projector": "conv"}}, r"projector='conv' is not allowed; choose one of \['mlp', 'linear'\]"),
         ({"optim": {"batch_size": "big"}}, r"batch_size='big' must be of type int"),
         ({"loss": {"temperature": 0}}, r"loss.temperature=0.0 must be in \(0, 1\]"),

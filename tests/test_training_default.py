@@ -36,8 +36,8 @@ def two_datasets(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def adapter_run(tmp_path_factory, tiny_checkpoint, two_datasets) -> Path:
-    """A short run shaped like the default's: a fresh linear isometric projector, training budgets and a C norm,
-    its LoRA kept as an adapter (what training.ship reads)."""
+    """A short run shaped like the default's: a fresh (linear) isometric projector, training budgets, a saved LLM
+    budget and a C norm, its LoRA kept as an adapter (what training.ship reads)."""
     folder = tmp_path_factory.mktemp("adapter-run")
     path = write_config(
         folder,
@@ -52,7 +52,7 @@ def adapter_run(tmp_path_factory, tiny_checkpoint, two_datasets) -> Path:
         },
         data={"sources": [{"name": "headlines", "path": str(two_datasets), "dataset": "headlines"}]},
         optim={"max_steps": 6},
-        output={"merge": False, "save_steps": 6},
+        output={"merge": False, "save_steps": 6, "llm_max_length": 20},
     )
     assert main(["--config", str(path)]) == 0
     return folder / "run" / "final"
@@ -88,7 +88,8 @@ def test_isometric_projector_init_then_the_norm(tiny_checkpoint):
 def test_training_budgets_cap_training_and_the_saved_model_keeps_its_own(adapter_run, tiny_checkpoint):
     trained = Causal2Vec.from_pretrained(adapter_run)
     base = Causal2Vec.from_pretrained(tiny_checkpoint)
-    assert trained.config.token_budgets() == base.config.token_budgets()
+    # The encoder keeps the base's budget; the LLM keeps output.llm_max_length, not the training budget (48).
+    assert trained.config.token_budgets() == (base.config.encoder_max_length, 20)
     assert (adapter_run / "llm_adapter").is_dir()
     assert (trained.config.projector, base.config.projector) == ("linear", "mlp")
 
@@ -167,7 +168,11 @@ def test_ship_writes_small_files_that_rebuild_the_trained_model(tmp_path, monkey
         "llm_adapter/adapter_model.safetensors",
     }
     # Only what the run changed: the projector kind (the untrained assembly's is an MLP).
-    assert json.loads((shipped / "config.json").read_text()) == {"notes": "tiny trained default", "projector": "linear"}
+    assert json.loads((shipped / "config.json").read_text()) == {
+        "llm_max_length": 20,
+        "notes": "tiny trained default",
+        "projector": "linear",
+    }
     monkeypatch.setattr(assets, "TRAINED_DIR", shipped)
     monkeypatch.setattr(assets, "cache_dir", lambda: tmp_path / "cache")
     rebuilt = Causal2Vec.from_pretrained("default")

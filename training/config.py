@@ -128,6 +128,7 @@ class OutputSection:
     save_total_limit: int | None = 3
     logging_steps: int = 10
     merge: bool = False  # merge LoRA into the saved weights (else kept as an adapter)
+    llm_max_length: int | None = None  # the LLM token budget saved with the final model (null: the base model's)
 
 
 @dataclass
@@ -189,6 +190,9 @@ class TrainConfig:
         names = [s.name for s in self.data.sources]
         if len(set(names)) != len(names):
             raise ValueError(f"{where}: data.sources names repeat: {names}; each source needs its own name")
+        budget = self.output.llm_max_length
+        if budget is not None and budget < 4:
+            raise ValueError(f"{where}: output.llm_max_length={budget} must be at least 4 (or null: the base's)")
         _positive(where, "optim.batch_size", self.optim.batch_size)
         _positive(where, "lora.r", self.lora.r)
         _positive(where, "loss.mini_batch_size", self.loss.mini_batch_size)

@@ -49,9 +49,9 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     sources = read_sources(config.data, config.optim.batch_size, config.optim.seed)  # 3 first: no model needed
     set_seed(config.optim.seed)  # before LoRA's random initialisation, so a resumed run matches a whole one
     model = load_model(config.model)  # 1
-    saved_budgets = {
+    saved_budgets = {  # the training budgets are a training setting; the saved model keeps these
         "encoder_max_length": model.config.encoder_max_length,
-        "llm_max_length": model.config.llm_max_length,
+        "llm_max_length": config.output.llm_max_length or model.config.llm_max_length,
     }
     model.set_token_budgets(
         encoder_max_length=config.model.encoder_max_length, llm_max_length=config.model.llm_max_length
@@ -77,7 +77,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
         if trainer.is_world_process_zero():
             model = unsharded_copy(config, state)
     if trainer.is_world_process_zero():
-        model.set_token_budgets(**saved_budgets)  # the training budgets are a training setting, not the model's
+        model.set_token_budgets(**saved_budgets)
         save_final(model, final, merge=config.output.merge)
     return final
 

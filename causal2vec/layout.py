@@ -128,7 +128,8 @@ class InputBuilder:
 
         Returns:
             The features (``encoder_input_ids``, ``encoder_attention_mask``, ``llm_input_ids``,
-            ``llm_attention_mask``, each ``(B, T)`` int64), with the number of truncated texts.
+            ``llm_attention_mask``, each ``(B, T)`` int64), with the number of truncated texts: those cut by the
+            encoder's budget, or by the LLM's when it is not below the encoder's.
         """
         encoder_budget, llm_budget = self.config.token_budgets(max_length)
         llm_prompt = self._ids(self.llm_tokenizer, [prompt])[0] if prompt else []
@@ -139,7 +140,10 @@ class InputBuilder:
         enc_rows = [
             self.encoder_row(ids, enc_prompt, encoder_budget) for ids in self._ids(self.encoder_tokenizer, texts)
         ]
-        truncated = sum(a[1] or b[1] for a, b in zip(llm_rows, enc_rows, strict=True))
+        # A text is reported as truncated when part of it reaches neither part of the model. An LLM budget below
+        # the encoder's is a choice (C carries the rest of the text), so then only the encoder's cut counts.
+        llm_cut_counts = llm_budget >= encoder_budget
+        truncated = sum((llm_cut_counts and a[1]) or b[1] for a, b in zip(llm_rows, enc_rows, strict=True))
         enc_ids, enc_mask = _pad_right([r for r, _ in enc_rows], self.encoder_pad_id)
         llm_ids, llm_mask = _pad_right([r for r, _ in llm_rows], self.llm_pad_id)
         tensors = {

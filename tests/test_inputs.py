@@ -70,6 +70,21 @@ def test_over_long_texts_are_truncated_with_one_warning_per_call(tiny_model, cap
     assert not [r for r in caplog.records if "truncated" in r.getMessage()]
 
 
+def test_an_llm_budget_below_the_encoders_cuts_by_design_and_only_the_encoders_cut_is_reported(tiny_checkpoint):
+    from causal2vec import Causal2Vec
+
+    model = Causal2Vec.from_pretrained(tiny_checkpoint)
+    model.set_token_budgets(encoder_max_length=64, llm_max_length=16)
+    enc = [len(model.encoder_tokenizer(t)["input_ids"]) for t in ("word " * 30, "word " * 100)]
+    assert enc[0] < 64 < enc[1], enc  # the first fits the encoder, the second does not; both exceed the LLM's 16
+    features = model.tokenize(["word " * 30, "word " * 100])
+    assert features["llm_input_ids"].shape[1] == 16 and features.truncated == 1
+    # Equal budgets that the text just fits in the encoder and not in the LLM ([sink] [C] text [EOS]): counted.
+    model.set_token_budgets(encoder_max_length=enc[0], llm_max_length=enc[0])
+    assert len(model.llm_tokenizer("word " * 30, add_special_tokens=False)["input_ids"]) + 3 > enc[0]
+    assert model.tokenize(["word " * 30]).truncated == 1
+
+
 def test_truncation_keeps_the_text_start_and_the_eos(tiny_model):
     ids = tiny_model.tokenize(["word " * 1000])["llm_input_ids"][0].tolist()
     assert ids[-1] == tiny_model.llm_tokenizer.eos_token_id

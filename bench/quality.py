@@ -124,6 +124,7 @@ def train_last_token(data: Path, steps: int, out: Path) -> Path:
     from training.recipe import as_datasets, make_loss, read_sources, training_arguments
 
     config = training_config(data, steps, out)
+    config.optim.lr_projector = None  # this model has no projector for a learning-rate group to match
     transformer = Transformer(str(assets.smollm2_path()), max_seq_length=config.model.llm_max_length)
     tokenizer = transformer.tokenizer
     if tokenizer.pad_token is None:

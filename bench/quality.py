@@ -132,8 +132,8 @@ def train_last_token(data: Path, steps: int, out: Path) -> Path:
     pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="lasttoken")
     st = SentenceTransformer(modules=[transformer, pooling, Normalize()], device="cpu")
     lora = config.lora
-    transformer.auto_model = get_peft_model(
-        transformer.auto_model,
+    transformer.model = get_peft_model(  # auto_model is a read-only view of .model in sentence-transformers 6.2
+        transformer.model,
         LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.targets)),
     )
     templates = Causal2VecConfig()  # the same instruction format as the Causal2Vec rows
@@ -142,7 +142,7 @@ def train_last_token(data: Path, steps: int, out: Path) -> Path:
         model=st, args=training_arguments(config, prompts), train_dataset=datasets, loss=make_loss(st, config.loss)
     )
     trainer.train()
-    transformer.auto_model = transformer.auto_model.merge_and_unload()
+    transformer.model = transformer.model.merge_and_unload()
     transformer.max_seq_length = FULL_BUDGET  # trained at the training budget, evaluated at the full one like the rest
     # mteb applies prompts by task type (local task names are not in its registry): queries of retrieval tasks,
     # every text of clustering and classification, as the Causal2Vec rows are evaluated.

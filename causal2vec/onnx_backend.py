@@ -83,6 +83,8 @@ class OnnxCausal2Vec(QueryDocumentMethods):
     the GPU once, the embeddings come back once, and nothing else crosses the bus.
     """
 
+    backend = "onnx"
+
     def __init__(
         self,
         session: Any,
@@ -191,6 +193,17 @@ class OnnxCausal2Vec(QueryDocumentMethods):
     def normalize(self, embeddings: torch.Tensor) -> torch.Tensor:
         """L2-normalise as the config says, exactly as the torch model does."""
         return normalize_embeddings(embeddings, self.config)
+
+
+def is_onnx_only(path: str | Path) -> bool:
+    """Whether ``path`` is an export folder without torch weights (so only :class:`OnnxCausal2Vec` loads it)."""
+    manifest = Path(path).expanduser() / MANIFEST_FILE
+    if not manifest.is_file():
+        return False
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("torch_weights") is False
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False  # the loader names the broken manifest
 
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from causal2vec import Causal2Vec
+from causal2vec import Causal2Vec, SemanticIndex
 from causal2vec.config import CONFIG_NAME
 from causal2vec.onnx_backend import OnnxCausal2Vec, execution_providers, require_onnxruntime
 from export.cli import main
@@ -268,3 +268,63 @@ def test_onnx_load_verifies_the_tokenizer_files(exported, tmp_path):
     tokenizer.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=rf"export file {tokenizer} is corrupt"):
         OnnxCausal2Vec.from_pretrained(copy)
+
+
+@pytest.fixture(scope="module")
+def onnx_folder(tiny_checkpoint, tmp_path_factory):
+    """The tiny checkpoint's self-contained float32 export."""
+    folder = tmp_path_factory.mktemp("cli-onnx") / "tiny-onnx"
+    assert main(["--model", str(tiny_checkpoint), "--output", str(folder)]) == 0
+    return folder
+
+
+def test_index_and_search_on_onnx_give_the_torch_top_k_and_record_the_backend(
+    onnx_folder, tiny_checkpoint, corpus, tmp_path, capsys
+):
+    from causal2vec.cli import main as cli
+
+    corpus_file = tmp_path / "news.jsonl"
+    corpus_file.write_text("".join(json.dumps({"id": f"n{i}", "text": t}) + "\n" for i, t in enumerate(corpus[:40])))
+    common = ["-q", "--device", "cpu", "--corpus", str(corpus_file)]
+    assert cli(["index", *common, "--index", str(tmp_path / "torch.idx"), "--model", str(tiny_checkpoint),
+                "--dtype", "float32"]) == 0  # fmt: skip
+    assert cli(["index", *common, "--index", str(tmp_path / "onnx.idx"), "--model", str(onnx_folder)]) == 0
+    capsys.readouterr()
+    settings = SemanticIndex.load(tmp_path / "onnx.idx").manifest.model_settings
+    assert (settings["backend"], settings["precision"]) == ("onnx", "fp32")
+    assert SemanticIndex.load(tmp_path / "torch.idx").manifest.model_settings["backend"] == "torch"
+    queries = ["interest rates and inflation", "the cup final", "a new film wins awards"]
+    hits = {}
+    for name, extra in (("torch.idx", []), ("onnx.idx", []), ("torch.idx", ["--model", str(onnx_folder)])):
+        assert cli(["search", "--index", str(tmp_path / name), *queries, "-k", "5", "--json", "--device", "cpu",
+                    *extra]) == 0  # fmt: skip
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        hits[(name, bool(extra))] = [[h["id"] for h in line["hits"]] for line in lines]
+    reference = hits[("torch.idx", False)]
+    assert hits[("onnx.idx", False)] == reference  # an index built and searched on ONNX
+    assert hits[("torch.idx", True)] == reference  # a torch-built index searched with its ONNX export
+    # Appending with another backend or precision is refused unless forced; the index keeps its 40 documents.
+    extra = tmp_path / "more.jsonl"
+    extra.write_text(json.dumps({"id": "x1", "text": "An extra article about markets."}) + "\n")
+    append = ["index", "-q", "--device", "cpu", "--corpus", str(extra), "--index", str(tmp_path / "torch.idx"),
+              "--append", "--model", str(onnx_folder)]  # fmt: skip
+    assert cli(append) != 0
+    assert "was embedded by the torch backend in float32, and this model is onnx in fp32" in capsys.readouterr().err
+    assert len(SemanticIndex.load(tmp_path / "torch.idx")) == 40
+    assert cli([*append, "--force"]) == 0
+    assert len(SemanticIndex.load(tmp_path / "torch.idx")) == 41
+
+
+def test_encode_on_onnx_matches_torch_and_refuses_a_torch_dtype(onnx_folder, tiny_checkpoint, tmp_path, capsys):
+    from causal2vec.cli import main as cli
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Shares fell sharply.\nThe match ended in a draw.\n")
+    assert cli(["encode", str(texts), "-o", str(tmp_path / "onnx.npy"), "--model", str(onnx_folder), "-q",
+                "--device", "cpu"]) == 0  # fmt: skip
+    assert cli(["encode", str(texts), "-o", str(tmp_path / "torch.npy"), "--model", str(tiny_checkpoint), "-q",
+                "--device", "cpu", "--dtype", "float32"]) == 0  # fmt: skip
+    np.testing.assert_allclose(np.load(tmp_path / "onnx.npy"), np.load(tmp_path / "torch.npy"), atol=2e-5)
+    assert cli(["encode", str(texts), "-o", str(tmp_path / "x.npy"), "--model", str(onnx_folder), "-q",
+                "--dtype", "bfloat16"]) == 2  # fmt: skip
+    assert "--dtype bfloat16 applies to the torch backend" in capsys.readouterr().err

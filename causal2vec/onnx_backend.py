@@ -136,12 +136,21 @@ class OnnxCausal2Vec(QueryDocumentMethods):
                 verify_checksum(folder / name, expected, "export file")
         manifest = _read_manifest(folder)
         providers = execution_providers(device, strict=strict)
-        try:
-            session = ort.InferenceSession(str(onnx_path), providers=providers)
-        except Exception as err:  # onnxruntime's errors derive from Exception only
-            raise ValueError(f"{onnx_path} cannot be loaded by onnxruntime: {str(err).splitlines()[0]}") from err
-        if len(providers) > 1 and session.get_providers()[0] != "CUDAExecutionProvider":  # CUDA asked, not started
-            cpu_instead(device, "a GPU that onnxruntime's CUDA provider can start", strict)
+        session = None
+        if len(providers) > 1:  # CUDA: a missing GPU fails the session, or leaves it on the CPU
+            try:
+                session = ort.InferenceSession(str(onnx_path), providers=providers)
+                failure = "" if session.get_providers()[0] == "CUDAExecutionProvider" else "it did not start"
+            except Exception as err:  # onnxruntime's errors derive from Exception only
+                failure = str(err).splitlines()[0]
+            if failure:
+                cpu_instead(device, f"a GPU that onnxruntime's CUDA provider can start ({failure})", strict)
+                session = None
+        if session is None:
+            try:
+                session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+            except Exception as err:
+                raise ValueError(f"{onnx_path} cannot be loaded by onnxruntime: {str(err).splitlines()[0]}") from err
         if manifest is None:  # a graph added to a checkpoint: float32, dimension from the LLM's config
             hidden = AutoConfig.from_pretrained(folder / "llm").hidden_size  # GPT-2's n_embd too
             manifest = {

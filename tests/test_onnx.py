@@ -328,3 +328,16 @@ def test_encode_on_onnx_matches_torch_and_refuses_a_torch_dtype(onnx_folder, tin
     assert cli(["encode", str(texts), "-o", str(tmp_path / "x.npy"), "--model", str(onnx_folder), "-q",
                 "--dtype", "bfloat16"]) == 2  # fmt: skip
     assert "--dtype bfloat16 applies to the torch backend" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_real_default_exports_and_matches_torch(tmp_path):
+    from causal2vec.data.bbc import bbc_news_split
+
+    model = Causal2Vec.from_pretrained("default", dtype="float32")
+    report = export_folder(Causal2Vec.from_pretrained("default", dtype="float32"), tmp_path / "default-onnx")
+    assert report.parity.max_rel < 1e-4 and report.parity.min_cosine > 0.99999, report.parity
+    texts = [f"{a.title}\n{a.body}" for a in bbc_news_split("validation")[:12]]
+    expected = model.encode(texts, normalize=False)
+    got = OnnxCausal2Vec.from_pretrained(tmp_path / "default-onnx").encode(texts, normalize=False)
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()

@@ -10,10 +10,11 @@ import logging
 
 from causal2vec.config import Causal2VecConfig
 from causal2vec.model import Causal2Vec
+from causal2vec.onnx_backend import OnnxCausal2Vec
 from causal2vec.search.corpus import Document
 from causal2vec.search.index import Hit, SemanticIndex
 
-__all__ = ["Causal2Vec", "Causal2VecConfig", "Document", "Hit", "SemanticIndex"]
+__all__ = ["Causal2Vec", "Causal2VecConfig", "Document", "Hit", "OnnxCausal2Vec", "SemanticIndex"]
 __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -159,9 +159,19 @@ def resolve_folder(name_or_path: str, **hub_kwargs: Any) -> Path:
 
 
 def check_checkpoint(folder: Path) -> None:
-    """Raise ``FileNotFoundError`` naming the first file a checkpoint folder lacks."""
+    """Raise ``FileNotFoundError`` naming the first file a checkpoint folder lacks.
+
+    An ONNX export without torch weights is named as such, with the class that loads it.
+    """
+    from causal2vec.onnx_backend import MANIFEST_FILE
+
     for name in REQUIRED_FILES:
         if not (folder / name).is_file():
+            if (folder / MANIFEST_FILE).is_file():
+                raise FileNotFoundError(
+                    f"{folder} is an ONNX export without torch weights (it has no {name}); load it with "
+                    f"causal2vec.OnnxCausal2Vec.from_pretrained({str(folder)!r}), or export with --keep-torch"
+                )
             raise FileNotFoundError(f"not a complete Causal2Vec checkpoint: missing {folder / name}")
 
 

@@ -31,6 +31,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from causal2vec.onnx_backend import is_onnx_only
 from causal2vec.runtime import auto_dtype, check_device, default_device, write_atomic
 from causal2vec.search import IndexBusyError, SemanticIndex
 from causal2vec.search.corpus import FORMATS, Document, count_lines, read_corpus
@@ -71,11 +72,25 @@ def _device(args: argparse.Namespace) -> str:
         raise UsageError(f"--device: {err}") from err
 
 
-def _load_model(args: argparse.Namespace, name: str, device: str, index_dtype: str | None = None) -> Any:
-    """Load ``name`` on ``device`` in ``--dtype``; ``auto`` is ``index_dtype`` when given, else the device's."""
-    from causal2vec import Causal2Vec
+def _load_model(args: argparse.Namespace, name: str, device: str, index: dict[str, Any] | None = None) -> Any:
+    """Load ``name`` on ``device`` with ``--backend`` in ``--dtype``.
 
-    dtype = args.dtype if args.dtype != "auto" else auto_dtype(index_dtype or "auto", device)
+    The backend is ``--backend``, else ONNX for a folder that holds only an ONNX export, else the index's
+    (``index``: its model settings), else torch. ``--dtype auto`` is the index's dtype when given, else the device's.
+    """
+    from causal2vec import Causal2Vec
+    from causal2vec.onnx_backend import OnnxCausal2Vec
+
+    index = index or {}
+    backend = args.backend or ("onnx" if is_onnx_only(name) else index.get("backend", "torch"))
+    if backend == "onnx":
+        if args.dtype != "auto":
+            raise UsageError(
+                f"--dtype {args.dtype} applies to the torch backend; an ONNX export's precision is chosen when it is "
+                f"exported (python -m export --fp16 / --int8)"
+            )
+        return OnnxCausal2Vec.from_pretrained(name, device=device, strict=args.strict)
+    dtype = args.dtype if args.dtype != "auto" else auto_dtype(index.get("dtype") or "auto", device)
     return Causal2Vec.from_pretrained(name, device=device, dtype=dtype)
 
 
@@ -89,9 +104,12 @@ def _open_index(args: argparse.Namespace, device: str) -> SemanticIndex:
     index = SemanticIndex.load(
         args.index, device=device, dtype=None if args.dtype == "auto" else args.dtype, gpu=args.gpu
     )
-    if args.model is not None:
+    if args.model is not None or args.backend is not None or is_onnx_only(index.manifest.model or ""):
         try:
-            index.model = _load_model(args, args.model, device, index.manifest.model_settings.get("dtype"))
+            name = args.model or index.manifest.model
+            if name is None:
+                raise UsageError(f"{args.index} names no loadable model; pass one with --model")
+            index.model = _load_model(args, name, device, index.manifest.model_settings)
         except BaseException:
             index.close()
             raise
@@ -217,7 +235,7 @@ def _append(
 ) -> tuple[int, Manifest]:
     """Append the corpus to ``--index``; returns the documents added and the committed manifest."""
     with _open_index(args, device) as index:
-        added = index.add(documents, **options)
+        added = index.add(documents, force=args.force, **options)
         index.save()
         return added, index.manifest
 
@@ -291,6 +309,13 @@ def _add_model_options(
         help=f"weight dtype, e.g. bfloat16; auto (the default) = {dtype_auto}",
     )
     group.add_argument("--max-length", type=positive_int, metavar="TOKENS", help=max_length)
+    group.add_argument(
+        "--backend",
+        choices=["torch", "onnx"],
+        help="run the model with torch or onnxruntime (default: onnx for a folder that holds only an ONNX export, "
+        "an index's own backend, else torch)",
+    )
+    group.add_argument("--strict", action="store_true", help="fail instead of falling back to the CPU (ONNX on CUDA)")
 
 
 def _add_progress_option(parser: argparse.ArgumentParser) -> None:
@@ -393,6 +418,9 @@ def _add_index_parser(subparsers: Any) -> None:
         "documents and queries (default: the model's; not with --append)",
     )
     idx.add_argument("--gpu", action="store_true", help="put the FAISS index on the GPU(s); needs faiss-gpu")
+    idx.add_argument(
+        "--force", action="store_true", help="with --append: embed with another backend or precision than the index's"
+    )
     _add_progress_option(idx)
     idx.set_defaults(handler=cmd_index)
 

@@ -9,6 +9,7 @@ This is the only module that imports onnxruntime, and only when a model is loade
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 ONNX_DIR = "onnx"
 ONNX_FILE = f"{ONNX_DIR}/model.onnx"
+MANIFEST_FILE = f"{ONNX_DIR}/manifest.json"  # written by python -m export; absent from in-checkpoint exports
+PRECISION_KEY = "causal2vec.precision"  # the graph's own metadata: fp32, fp16 or int8
 INPUT_NAMES = ("encoder_input_ids", "encoder_attention_mask", "llm_input_ids", "llm_attention_mask")
 OUTPUT_NAME = "embeddings"
 
@@ -35,11 +38,14 @@ def require_onnxruntime() -> Any:
     return require("onnxruntime", "onnx")
 
 
-def execution_providers(device: str) -> list[Any]:
+def execution_providers(device: str, *, strict: bool = False) -> list[Any]:
     """The onnxruntime providers for ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
 
+    CUDA without onnxruntime's CUDA provider falls back to the CPU with one warning, or raises under ``strict``
+    (a session that then cannot start CUDA, for want of a GPU, is checked where it is made).
+
     Raises:
-        ValueError: For another device, or CUDA without onnxruntime-gpu.
+        ValueError: For another device, or for CUDA that cannot run here under ``strict``.
     """
     ort = require_onnxruntime()
     kind, _, index = device.partition(":")
@@ -48,63 +54,121 @@ def execution_providers(device: str) -> list[Any]:
     if kind != "cuda" or (index and not index.isdigit()):
         raise ValueError(f"device {device!r} is not supported by the ONNX backend; use 'cpu', 'cuda' or 'cuda:N'")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise ValueError(
-            f"device {device!r} needs onnxruntime's CUDA provider, which this onnxruntime lacks "
-            f"(it has {ort.get_available_providers()}): pip install 'causal2vec[onnx-gpu]'"
+        cpu_instead(
+            device,
+            f"onnxruntime's CUDA provider, which this onnxruntime lacks (it has {ort.get_available_providers()}): "
+            f"pip install 'causal2vec[onnx-gpu]'",
+            strict,
         )
+        return ["CPUExecutionProvider"]
     return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
 
 
-class OnnxCausal2Vec(QueryDocumentMethods):
-    """A Causal2Vec checkpoint served by onnxruntime: ``encode``, ``encode_query``, ``encode_document``.
+def cpu_instead(device: str, missing: str, strict: bool) -> None:
+    """Warn once that ``device`` runs on the CPU for want of ``missing``, or raise under ``strict``.
 
-    Load one with :meth:`from_pretrained` from a checkpoint folder that holds ``onnx/model.onnx``.
+    Raises:
+        ValueError: Under ``strict``, naming the device and what it lacks.
+    """
+    if strict:
+        raise ValueError(f"device {device!r} needs {missing}")
+    logger.warning("device %r needs %s; running on the CPU instead", device, missing)
+
+
+class OnnxCausal2Vec(QueryDocumentMethods):
+    """A Causal2Vec model served by onnxruntime: ``encode``, ``encode_query``, ``encode_document``.
+
+    Load one with :meth:`from_pretrained` from an export folder (``python -m export``) or a checkpoint that holds
+    ``onnx/model.onnx``. On CUDA each batch is bound with onnxruntime's IO binding: the token tensors are copied to
+    the GPU once, the embeddings come back once, and nothing else crosses the bus.
     """
 
+    backend = "onnx"
+
     def __init__(
-        self, session: Any, config: Causal2VecConfig, encoder_tokenizer: Any, llm_tokenizer: Any, embedding_dim: int
+        self,
+        session: Any,
+        config: Causal2VecConfig,
+        encoder_tokenizer: Any,
+        llm_tokenizer: Any,
+        embedding_dim: int,
+        *,
+        precision: str = "fp32",
     ) -> None:
         """Wrap an onnxruntime session of an exported model with the tokenizers and config it was exported with."""
         self.session = session
         self.config = config
         self.inputs = InputBuilder(encoder_tokenizer, llm_tokenizer, config)
         self.embedding_dim = embedding_dim
+        self.precision = precision
         self.name_or_path: str | None = None
+        self.provider = session.get_providers()[0]
+        self._cuda_id = None
+        if self.provider == "CUDAExecutionProvider":
+            self._cuda_id = int(session.get_provider_options()["CUDAExecutionProvider"].get("device_id", 0))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str = "cpu") -> OnnxCausal2Vec:
-        """Load ``path/onnx/model.onnx`` with the checkpoint's config and tokenizers.
+    def from_pretrained(cls, path: str | Path, *, device: str = "cpu", strict: bool = False) -> OnnxCausal2Vec:
+        """Load ``path/onnx/model.onnx`` with the folder's config, tokenizers and manifest.
+
+        Args:
+            path: An export folder, or a checkpoint folder with ``onnx/model.onnx``.
+            device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+            strict: Raise instead of falling back to the CPU when CUDA cannot run here.
 
         Raises:
-            FileNotFoundError: If the folder has no ONNX export; the message says how to make one.
+            FileNotFoundError: If the folder has no ONNX export (the message says how to make one), or a file the
+                config lists is missing.
+            ValueError: If a file is corrupt, or the graph does not match the folder's config and manifest
+                (dimension, input names, precision): the message names both.
         """
         folder = Path(path).expanduser()
         onnx_path = folder / ONNX_FILE
         if not onnx_path.is_file():
             raise FileNotFoundError(
                 f"{folder} has no ONNX export ({ONNX_FILE}); make one with: python -m export --model {folder} "
-                f"--output {folder}"
+                f"--output {folder}-onnx"
             )
         ort = require_onnxruntime()
         config = Causal2VecConfig.load(folder / CONFIG_NAME)
-        for name, expected in config.checksums.items():  # what this backend reads besides the graph
-            if name.startswith(("encoder/", "llm/")) and not name.endswith(".safetensors"):
-                verify_checksum(folder / name, expected, "checkpoint file")
-        session = ort.InferenceSession(str(onnx_path), providers=execution_providers(device))
-        names = tuple(i.name for i in session.get_inputs())
-        if sorted(names) != sorted(INPUT_NAMES):
-            raise ValueError(f"{onnx_path} takes inputs {list(names)}, not the Causal2Vec inputs {list(INPUT_NAMES)}")
-        hidden = AutoConfig.from_pretrained(folder / "llm").hidden_size  # GPT-2's n_embd too
-        dim = 2 * hidden if config.output_pooling == "contextual_eos" else hidden
+        for name, expected in config.checksums.items():  # what this backend reads besides the torch weights
+            if name.startswith(ONNX_DIR) or (name.startswith(("encoder/", "llm/")) and "safetensors" not in name):
+                verify_checksum(folder / name, expected, "export file")
+        manifest = _read_manifest(folder)
+        providers = execution_providers(device, strict=strict)
+        session = None
+        if len(providers) > 1:  # CUDA: a missing GPU fails the session, or leaves it on the CPU
+            try:
+                session = ort.InferenceSession(str(onnx_path), providers=providers)
+                failure = "" if session.get_providers()[0] == "CUDAExecutionProvider" else "it did not start"
+            except Exception as err:  # onnxruntime's errors derive from Exception only
+                failure = str(err).splitlines()[0]
+            if failure:
+                cpu_instead(device, f"a GPU that onnxruntime's CUDA provider can start ({failure})", strict)
+                session = None
+        if session is None:
+            try:
+                session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+            except Exception as err:
+                raise ValueError(f"{onnx_path} cannot be loaded by onnxruntime: {str(err).splitlines()[0]}") from err
+        if manifest is None:  # a graph added to a checkpoint: float32, dimension from the LLM's config
+            hidden = AutoConfig.from_pretrained(folder / "llm").hidden_size  # GPT-2's n_embd too
+            manifest = {
+                "embedding_dim": 2 * hidden if config.output_pooling == "contextual_eos" else hidden,
+                "inputs": list(INPUT_NAMES),
+                "precision": "fp32",
+            }
+        _check_graph(session, onnx_path, manifest)
         model = cls(
             session,
             config,
             AutoTokenizer.from_pretrained(folder / "encoder"),
             AutoTokenizer.from_pretrained(folder / "llm"),
-            dim,
+            int(manifest["embedding_dim"]),
+            precision=manifest["precision"],
         )
         model.name_or_path = str(folder.resolve())
-        logger.info("loaded ONNX model %s on %s", onnx_path, session.get_providers()[0])
+        logger.info("loaded ONNX model %s (%s) on %s", onnx_path, model.precision, model.provider)
         return model
 
     @property
@@ -114,7 +178,7 @@ class OnnxCausal2Vec(QueryDocumentMethods):
 
     @property
     def dtype(self) -> torch.dtype:
-        """The graph computes and returns float32."""
+        """The graph returns float32 (whatever it computes in)."""
         return torch.float32
 
     def tokenize(self, texts: list[str], prompt: str = "", *, max_length: int | None = None) -> Features:
@@ -124,9 +188,69 @@ class OnnxCausal2Vec(QueryDocumentMethods):
     def forward(self, **features: torch.Tensor) -> torch.Tensor:
         """Run one tokenised batch: ``(B, embedding_dim)`` float32 raw embeddings."""
         feeds = {name: np.ascontiguousarray(features[name].numpy()) for name in INPUT_NAMES}
-        (embeddings,) = self.session.run([OUTPUT_NAME], feeds)
-        return torch.from_numpy(embeddings)
+        if self._cuda_id is None:
+            (embeddings,) = self.session.run([OUTPUT_NAME], feeds)
+            return torch.from_numpy(embeddings)
+        ort = require_onnxruntime()
+        binding = self.session.io_binding()
+        for name, array in feeds.items():  # one copy to the GPU per input
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", self._cuda_id))
+        binding.bind_output(OUTPUT_NAME, "cuda", self._cuda_id)  # stays on the GPU until read below
+        self.session.run_with_iobinding(binding)
+        return torch.from_numpy(binding.copy_outputs_to_cpu()[0])  # one copy back
 
     def normalize(self, embeddings: torch.Tensor) -> torch.Tensor:
         """L2-normalise as the config says, exactly as the torch model does."""
         return normalize_embeddings(embeddings, self.config)
+
+
+def is_onnx_only(path: str | Path) -> bool:
+    """Whether ``path`` is an export folder without torch weights (so only :class:`OnnxCausal2Vec` loads it)."""
+    manifest = Path(path).expanduser() / MANIFEST_FILE
+    if not manifest.is_file():
+        return False
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("torch_weights") is False
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False  # the loader names the broken manifest
+
+
+def _read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The export's manifest, or ``None`` for a graph added to a checkpoint without one.
+
+    Raises:
+        ValueError: If the manifest is not readable JSON with the keys the loader needs.
+    """
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        missing = [k for k in ("embedding_dim", "inputs", "precision") if k not in manifest]
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
+        raise ValueError(f"{path} is not a valid export manifest: {err}") from err
+    if missing:
+        raise ValueError(f"{path} lacks {missing}; re-export the model with python -m export")
+    return manifest
+
+
+def _check_graph(session: Any, path: Path, manifest: dict[str, Any]) -> None:
+    """Check the graph's inputs, output width and precision (its own metadata) against the manifest.
+
+    Raises:
+        ValueError: Naming what the graph has and what the folder's config and manifest say.
+    """
+    names = sorted(i.name for i in session.get_inputs())
+    if names != sorted(manifest["inputs"]) or names != sorted(INPUT_NAMES):
+        raise ValueError(f"{path} takes inputs {names}, but the export says {sorted(manifest['inputs'])} "
+                         f"(Causal2Vec inputs: {sorted(INPUT_NAMES)})")  # fmt: skip
+    (output,) = [o for o in session.get_outputs() if o.name == OUTPUT_NAME] or [None]
+    if output is None:
+        raise ValueError(f"{path} has no {OUTPUT_NAME!r} output; it has {[o.name for o in session.get_outputs()]}")
+    width = output.shape[-1]
+    if isinstance(width, int) and width != int(manifest["embedding_dim"]):
+        raise ValueError(f"{path} returns {width}-dimensional embeddings, but the export's config and manifest say "
+                         f"{manifest['embedding_dim']}")  # fmt: skip
+    stamped = session.get_modelmeta().custom_metadata_map.get(PRECISION_KEY)  # written into the graph by the export
+    if stamped is not None and stamped != manifest["precision"]:
+        raise ValueError(f"{path} was exported as {stamped}, but its manifest says {manifest['precision']}")

@@ -62,8 +62,28 @@ def check_opset(opset: int, name: str = "opset") -> None:
 def export_onnx(model: Causal2Vec, folder: Path, opset: int = DEFAULT_OPSET) -> Path:
     """Write ``folder/onnx/model.onnx`` traced from ``model`` in float32 on the CPU; returns its path.
 
-    LoRA adapters are merged into the LLM first (in place), so the graph has no adapter branches. The folder is
-    written aside and swapped in, so a failed export leaves an earlier one intact.
+    This adds a graph to a checkpoint folder; :func:`export.folder.export_folder` writes a self-contained export.
+    The ``onnx/`` folder is written aside and swapped in, so a failed export leaves an earlier one intact.
+
+    Raises:
+        ValueError: For an opset the installed exporter cannot write (see :func:`supported_opsets`).
+    """
+    with replace_dir(folder / ONNX_DIR) as staging:  # an earlier export is replaced only once this one is complete
+        trace_onnx(model, staging / "model.onnx", opset)
+    return folder / ONNX_DIR / "model.onnx"
+
+
+def trace_onnx(model: Causal2Vec, path: Path, opset: int = DEFAULT_OPSET, *, external_data: bool | None = None) -> Path:
+    """Trace ``model.forward`` in float32 on the CPU into the ONNX file ``path``; returns ``path``.
+
+    LoRA adapters are merged into the LLM first (in place), so the graph has no adapter branches. The batch and
+    both sequence axes stay dynamic.
+
+    Args:
+        model: The model to trace.
+        path: The file to write (its folder is created).
+        opset: The ONNX opset.
+        external_data: Write the weights to ``path.name + '.data'``: ``None`` when the graph passes 2 GB.
 
     Raises:
         ValueError: For an opset the installed exporter cannot write (see :func:`supported_opsets`).
@@ -82,24 +102,24 @@ def export_onnx(model: Causal2Vec, folder: Path, opset: int = DEFAULT_OPSET) -> 
     start = time.perf_counter()
     # The registry's "torchvision is not installed" notes do not matter: no vision ops are exported.
     registry = "torch.onnx._internal.exporter._registration"
-    with replace_dir(folder / ONNX_DIR) as staging:  # an earlier export is replaced only once this one is complete
-        with _quiet_logger(registry), warnings.catch_warnings(), torch.inference_mode():
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)  # names are cosmetic
-            program = torch.onnx.export(
-                model,
-                (),
-                kwargs={name: features[name] for name in INPUT_NAMES},
-                dynamic_shapes=dynamic_shapes,
-                output_names=[OUTPUT_NAME],
-                opset_version=opset,
-                dynamo=True,
-                verbose=False,
-            )
-        program.save(staging / "model.onnx")
-    logger.info("exported %s in %.1f s", folder / ONNX_DIR / "model.onnx", time.perf_counter() - start)
-    return folder / ONNX_DIR / "model.onnx"
+    with _quiet_logger(registry), warnings.catch_warnings(), torch.inference_mode():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)  # names are cosmetic
+        program = torch.onnx.export(
+            model,
+            (),
+            kwargs={name: features[name] for name in INPUT_NAMES},
+            dynamic_shapes=dynamic_shapes,
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    program.save(path, external_data=external_data)
+    logger.info("traced %s in %.1f s", path, time.perf_counter() - start)
+    return path
 
 
 @contextmanager

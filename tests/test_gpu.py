@@ -108,3 +108,56 @@ def test_fsdp_run_saves_the_whole_model_like_a_plain_run(tmp_path, tiny_checkpoi
     untrained = Causal2Vec.from_pretrained(tiny_checkpoint).encode_document(texts)
     assert np.abs(plain - untrained).max() > 1e-3, "the plain run did not train"
     np.testing.assert_allclose(sharded, plain, atol=2e-3)
+
+
+def _ort_cuda() -> bool:
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+needs_ort_cuda = pytest.mark.skipif(
+    not _ort_cuda(), reason="needs onnxruntime's CUDA provider (pip install 'causal2vec[onnx-gpu]')"
+)
+
+
+@needs_ort_cuda
+def test_fp16_export_is_checked_on_cuda_and_serves_there_with_io_binding(tiny_checkpoint, tmp_path, texts):
+    import json
+
+    from causal2vec import OnnxCausal2Vec
+    from export.cli import main
+
+    out = tmp_path / "fp16"
+    assert main(["--model", str(tiny_checkpoint), "--output", str(out), "--fp16"]) == 0
+    manifest = json.loads((out / "onnx" / "manifest.json").read_text())
+    assert manifest["checked_on"] == "CUDAExecutionProvider" and manifest["parity"]["min_cosine"] >= 0.999
+    model = OnnxCausal2Vec.from_pretrained(out, device="cuda", strict=True)
+    assert model.provider == "CUDAExecutionProvider" and model.precision == "fp16"
+    calls = []
+    run = model.session.run_with_iobinding
+    model.session.run_with_iobinding = lambda binding: calls.append(binding) or run(binding)
+    got = model.encode(texts, batch_size=4)
+    assert len(calls) == -(-len(texts) // 4), "every batch goes through IO binding"
+    reference = Causal2Vec.from_pretrained(tiny_checkpoint).encode(texts)
+    assert (got * reference).sum(1).min() > 0.999
+
+
+@needs_ort_cuda
+def test_onnx_on_a_missing_gpu_index_falls_back_or_raises_when_strict(tiny_checkpoint, tmp_path, caplog):
+    import logging
+
+    from causal2vec import OnnxCausal2Vec
+    from export.cli import main
+
+    out = tmp_path / "fp32"
+    assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 0
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU
+    with caplog.at_level(logging.WARNING, logger="causal2vec"):
+        model = OnnxCausal2Vec.from_pretrained(out, device=missing)
+    assert model.provider == "CPUExecutionProvider"
+    assert len([r for r in caplog.records if "running on the CPU instead" in r.getMessage()]) == 1
+    with pytest.raises(ValueError, match=rf"device '{missing}' needs a GPU"):
+        OnnxCausal2Vec.from_pretrained(out, device=missing, strict=True)

@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import shutil
 
 import numpy as np
 import pytest
 
-from causal2vec import Causal2Vec
+from causal2vec import Causal2Vec, SemanticIndex
 from causal2vec.config import CONFIG_NAME
 from causal2vec.onnx_backend import OnnxCausal2Vec, execution_providers, require_onnxruntime
 from export.cli import main
-from export.onnx_export import PARITY_TEXTS, check_parity, export_onnx
+from export.folder import ExportOptions, ParityError, export_folder, fingerprint
+from export.onnx_export import PARITY_TEXTS, check_parity
 
 ARCHS = ["llama", "qwen2", "gpt2"]
 
 
 @pytest.fixture(scope="module", params=ARCHS)
 def exported(request, build_tiny, tmp_path_factory) -> tuple[Causal2Vec, OnnxCausal2Vec]:
-    """A tiny model of each LLM architecture, saved and exported; the torch model reloaded from the same folder."""
-    folder = tmp_path_factory.mktemp(f"onnx-{request.param}") / "ckpt"
-    build_tiny(request.param).save_pretrained(folder)
-    model = Causal2Vec.from_pretrained(folder)
-    export_onnx(model, folder)
-    return Causal2Vec.from_pretrained(folder), OnnxCausal2Vec.from_pretrained(folder)
+    """A tiny model of each LLM architecture, saved, exported to a folder of its own, and its checkpoint deleted
+    (the export must serve alone); the torch model is loaded before the deletion."""
+    root = tmp_path_factory.mktemp(f"onnx-{request.param}")
+    build_tiny(request.param).save_pretrained(root / "ckpt")
+    model = Causal2Vec.from_pretrained(root / "ckpt")
+    export_folder(Causal2Vec.from_pretrained(root / "ckpt"), root / "export", source=str(root / "ckpt"))
+    shutil.rmtree(root / "ckpt")
+    return model, OnnxCausal2Vec.from_pretrained(root / "export")
 
 
 def test_onnx_embeddings_match_torch(exported, texts):
@@ -58,16 +63,59 @@ def test_parity_report_is_tight_and_counts_truncation_instead_of_logging_it(expo
     assert [r.getMessage() for r in caplog.records if r.name.startswith("causal2vec")] == []
 
 
-def test_export_command_writes_a_loadable_checkpoint_and_reports_parity(tiny_checkpoint, tmp_path, capsys):
+def test_export_command_writes_a_self_contained_folder_with_its_manifest(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "exported"
     assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"wrote {out / 'onnx' / 'model.onnx'}" in printed and "min cosine 0.99999" in printed
-    assert (out / CONFIG_NAME).is_file() and not list(out.glob(".onnx*"))
-    assert _written_opset(out / "onnx" / "model.onnx") == 18
+    assert f"wrote {out} (fp32, opset 18" in printed and "min cosine 0.99999" in printed, printed
+    assert "(CPUExecutionProvider) vs torch float32" in printed
+    assert not list(out.rglob("*.safetensors")), "no torch weights unless --keep-torch"
+    assert {p.relative_to(out).as_posix() for p in out.iterdir()} == {CONFIG_NAME, "encoder", "llm", "onnx"}
+    assert not list(tmp_path.glob(".*")), "no staging folders left"
+    manifest = json.loads((out / "onnx" / "manifest.json").read_text())
+    assert manifest["precision"] == "fp32" and manifest["opset"] == 18 == _written_opset(out / "onnx" / "model.onnx")
+    assert manifest["onnxruntime"] == require_onnxruntime().__version__
+    assert manifest["checked_on"] == "CPUExecutionProvider" and manifest["parity"]["min_cosine"] > 0.9999
+    assert manifest["source"]["fingerprint"] == fingerprint(Causal2Vec.from_pretrained(tiny_checkpoint))
+    assert manifest["embedding_dim"] == Causal2Vec.from_pretrained(tiny_checkpoint).embedding_dim
+    config = json.loads((out / CONFIG_NAME).read_text())
+    assert "onnx/model.onnx" in config["checksums"] and "llm/tokenizer.json" in config["checksums"]
     reference = Causal2Vec.from_pretrained(tiny_checkpoint).encode(["Shares fell sharply."])
     got = OnnxCausal2Vec.from_pretrained(out).encode(["Shares fell sharply."])
     np.testing.assert_allclose(got, reference, atol=2e-5)
+    message = r"is an ONNX export without torch weights .* causal2vec.OnnxCausal2Vec.from_pretrained"
+    with pytest.raises(FileNotFoundError, match=message):
+        Causal2Vec.from_pretrained(out)
+
+
+def test_keep_torch_writes_a_folder_both_backends_load(tiny_checkpoint, tmp_path):
+    out = tmp_path / "both"
+    assert main(["--model", str(tiny_checkpoint), "--output", str(out), "--keep-torch"]) == 0
+    texts = ["Shares fell sharply.", "The match ended in a draw after extra time."]
+    torch_model, onnx_model = Causal2Vec.from_pretrained(out), OnnxCausal2Vec.from_pretrained(out)
+    np.testing.assert_allclose(onnx_model.encode(texts), torch_model.encode(texts), atol=2e-5)
+    reference = Causal2Vec.from_pretrained(tiny_checkpoint).encode(texts)
+    np.testing.assert_allclose(torch_model.encode(texts), reference, atol=1e-6)
+
+
+def test_forced_external_data_loads_and_matches(tiny_checkpoint, tmp_path):
+    out = tmp_path / "external"
+    assert main(["--model", str(tiny_checkpoint), "--output", str(out), "--external-data"]) == 0
+    graph, data = out / "onnx" / "model.onnx", out / "onnx" / "model.onnx.data"
+    onnx = pytest.importorskip("onnx")
+    stored = onnx.load(str(graph), load_external_data=False).graph.initializer
+    external = [t for t in stored if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert external and data.stat().st_size >= sum(np.prod(t.dims) * 4 for t in external), "weights in the data file"
+    assert json.loads((out / "onnx" / "manifest.json").read_text())["external_data"] is True
+    texts = ["Shares fell sharply.", "A second text, somewhat longer than the first one."]
+    reference = Causal2Vec.from_pretrained(tiny_checkpoint).encode(texts)
+    np.testing.assert_allclose(OnnxCausal2Vec.from_pretrained(out).encode(texts), reference, atol=2e-5)
+    data.write_bytes(data.read_bytes()[:-8] + bytes(8))  # corrupt the weights, same size
+    with pytest.raises(ValueError, match=rf"export file {data} is corrupt"):
+        OnnxCausal2Vec.from_pretrained(out)
+    data.unlink()
+    with pytest.raises(FileNotFoundError, match=str(data)):
+        OnnxCausal2Vec.from_pretrained(out)
 
 
 def _written_opset(path) -> int:
@@ -89,21 +137,107 @@ def test_export_writes_the_opset_asked_for_and_refuses_those_it_cannot_write(tin
     assert _written_opset(out / "onnx" / "model.onnx") == 20
 
 
-def test_export_in_place_replaces_an_earlier_export(tiny_checkpoint, tmp_path, capsys):
-    folder = tmp_path / "ckpt"
-    shutil.copytree(tiny_checkpoint, folder)
-    (folder / "onnx").mkdir()
-    (folder / "onnx" / "model.onnx").write_bytes(b"stale")
-    assert main(["--model", str(folder), "--output", str(folder)]) == 0
-    assert (folder / "onnx" / "model.onnx").stat().st_size > 1000
-    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
+def test_export_replaces_an_earlier_export_and_refuses_other_folders(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "exported"
+    assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 0
+    first = (out / "onnx" / "manifest.json").read_text()
+    assert main(["--model", str(tiny_checkpoint), "--output", str(out), "--opset", "20"]) == 0
+    assert json.loads((out / "onnx" / "manifest.json").read_text())["opset"] == 20 != json.loads(first)["opset"]
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    inside = tiny_checkpoint / "onnx-export"
+    for output, message in (
+        (other, "exists and is not an ONNX export"),
+        (inside, "is inside the source model"),
+        (tiny_checkpoint, "is inside the source model"),
+    ):
+        assert main(["--model", str(tiny_checkpoint), "--output", str(output)]) == 2
+        assert message in capsys.readouterr().err
+    assert (other / "notes.txt").read_text() == "keep me" and not inside.exists()
+    assert main(["--model", str(other), "--output", str(tmp_path / "x")]) == 2
+    assert f"--model {other} is not a Causal2Vec checkpoint" in capsys.readouterr().err
 
 
-def test_export_refuses_to_overwrite_a_folder_that_is_not_a_checkpoint(tiny_checkpoint, tmp_path, capsys):
-    (tmp_path / "notes.txt").write_text("keep me")
-    assert main(["--model", str(tiny_checkpoint), "--output", str(tmp_path)]) == 2
-    assert "exists and is not a Causal2Vec checkpoint" in capsys.readouterr().err
-    assert (tmp_path / "notes.txt").read_text() == "keep me"
+def test_an_export_that_breaks_parity_is_refused_with_the_figures(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    from export import folder
+
+    monkeypatch.setitem(folder.PARITY_LIMITS, "fp32", (1.1, 0.0))  # no graph can meet these
+    out = tmp_path / "refused"
+    assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"the fp32 graph does not match torch on CPUExecutionProvider: min cosine \d\.\d{6} \(needs "
+                     r">= 1\.1\), max relative error .* \(needs <= 0e\+00\)", err), err  # fmt: skip
+    assert "it was not written" in err and not out.exists() and not list(tmp_path.glob(".*"))
+    with pytest.raises(ParityError) as caught:
+        export_folder(Causal2Vec.from_pretrained(tiny_checkpoint), out, ExportOptions())
+    assert caught.value.parity.min_cosine > 0.9999
+
+
+def test_optimize_fp16_and_int8_exports_keep_parity_and_say_what_they_are(tiny_checkpoint, tmp_path, capsys):
+    texts = ["Shares fell sharply.", "The match ended in a draw after extra time, " * 3]
+    reference = Causal2Vec.from_pretrained(tiny_checkpoint).encode(texts)
+    for flag, precision, min_cosine in (("--optimize", "fp32", 0.9999), ("--int8", "int8", 0.98)):
+        out = tmp_path / flag.strip("-")
+        assert main(["--model", str(tiny_checkpoint), "--output", str(out), flag]) == 0
+        printed = capsys.readouterr().out
+        manifest = json.loads((out / "onnx" / "manifest.json").read_text())
+        assert manifest["precision"] == precision and manifest["checked_on"] == "CPUExecutionProvider"
+        if flag == "--optimize":
+            assert isinstance(manifest["fused"], dict) and "fused by onnxruntime's transformer optimizer" in printed
+        got = OnnxCausal2Vec.from_pretrained(out).encode(texts)
+        assert ((got * reference).sum(1) >= min_cosine).all(), (got * reference).sum(1)
+    out = tmp_path / "fp16"
+    assert main(["--model", str(tiny_checkpoint), "--output", str(out), "--fp16"]) == 0
+    printed = capsys.readouterr().out
+    manifest = json.loads((out / "onnx" / "manifest.json").read_text())
+    assert manifest["precision"] == "fp16"
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(out / "onnx" / "model.onnx"))
+    assert {i.type.tensor_type.elem_type for i in graph.graph.output} == {onnx.TensorProto.FLOAT}
+    kinds = {init.data_type for init in graph.graph.initializer if len(init.dims) == 2}
+    assert onnx.TensorProto.FLOAT16 in kinds and onnx.TensorProto.FLOAT not in kinds, kinds  # weight matrices
+    if manifest["checked_on"] is None:  # this onnxruntime has no float16 kernels on the CPU
+        assert "parity not checked: no onnxruntime provider here can run the fp16 graph" in printed
+    else:
+        assert manifest["parity"]["min_cosine"] >= 0.999
+
+
+def test_a_graph_that_does_not_match_its_folder_is_named(exported, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(exported[1].name_or_path, copy)
+    manifest_path = copy / "onnx" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    config = json.loads((copy / CONFIG_NAME).read_text())
+    config["checksums"].pop("onnx/manifest.json")  # edit the manifest as a user might, without re-checksumming
+    (copy / CONFIG_NAME).write_text(json.dumps(config))
+    dim = manifest["embedding_dim"]
+    for change, message in (
+        ({"embedding_dim": dim + 1}, rf"returns {dim}-dimensional embeddings, but the export's config and "
+                                     rf"manifest say {dim + 1}"),
+        ({"precision": "fp16"}, r"was exported as fp32, but its manifest says fp16"),
+        ({"inputs": ["input_ids"]}, r"takes inputs \['encoder_attention_mask', .*but the export says \['input_ids'\]"),
+    ):  # fmt: skip
+        manifest_path.write_text(json.dumps(manifest | change))
+        with pytest.raises(ValueError, match=message):
+            OnnxCausal2Vec.from_pretrained(copy)
+    (copy / "onnx" / "model.onnx").unlink()
+    with pytest.raises(FileNotFoundError, match=r"has no ONNX export \(onnx/model.onnx\)"):
+        OnnxCausal2Vec.from_pretrained(copy)
+
+
+def test_cuda_without_its_provider_falls_back_to_the_cpu_with_one_warning_or_raises_when_strict(exported, caplog):
+    if "CUDAExecutionProvider" in require_onnxruntime().get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider; tests/test_gpu.py covers it")
+    folder = exported[1].name_or_path
+    with caplog.at_level(logging.WARNING, logger="causal2vec"):
+        model = OnnxCausal2Vec.from_pretrained(folder, device="cuda")
+    warnings = [r.getMessage() for r in caplog.records if "running on the CPU instead" in r.getMessage()]
+    assert len(warnings) == 1 and "pip install 'causal2vec[onnx-gpu]'" in warnings[0], warnings
+    assert model.provider == "CPUExecutionProvider"
+    np.testing.assert_allclose(model.encode(["a text"]), exported[1].encode(["a text"]), atol=1e-6)
+    with pytest.raises(ValueError, match=r"device 'cuda' needs onnxruntime's CUDA provider"):
+        OnnxCausal2Vec.from_pretrained(folder, device="cuda", strict=True)
 
 
 def test_loading_without_an_export_says_how_to_make_one(tiny_checkpoint):
@@ -120,7 +254,7 @@ def test_execution_providers_name_bad_devices():
         assert execution_providers("cuda:1")[0] == ("CUDAExecutionProvider", {"device_id": 1})
     else:
         with pytest.raises(ValueError, match=r"pip install 'causal2vec\[onnx-gpu\]'"):
-            execution_providers("cuda")
+            execution_providers("cuda", strict=True)
 
 
 def test_onnx_load_verifies_the_tokenizer_files(exported, tmp_path):
@@ -132,5 +266,78 @@ def test_onnx_load_verifies_the_tokenizer_files(exported, tmp_path):
     data = bytearray(tokenizer.read_bytes())
     data[-10] ^= 0xFF  # same size, other bytes
     tokenizer.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=rf"checkpoint file {tokenizer} is corrupt"):
+    with pytest.raises(ValueError, match=rf"export file {tokenizer} is corrupt"):
         OnnxCausal2Vec.from_pretrained(copy)
+
+
+@pytest.fixture(scope="module")
+def onnx_folder(tiny_checkpoint, tmp_path_factory):
+    """The tiny checkpoint's self-contained float32 export."""
+    folder = tmp_path_factory.mktemp("cli-onnx") / "tiny-onnx"
+    assert main(["--model", str(tiny_checkpoint), "--output", str(folder)]) == 0
+    return folder
+
+
+def test_index_and_search_on_onnx_give_the_torch_top_k_and_record_the_backend(
+    onnx_folder, tiny_checkpoint, corpus, tmp_path, capsys
+):
+    from causal2vec.cli import main as cli
+
+    corpus_file = tmp_path / "news.jsonl"
+    corpus_file.write_text("".join(json.dumps({"id": f"n{i}", "text": t}) + "\n" for i, t in enumerate(corpus[:40])))
+    common = ["-q", "--device", "cpu", "--corpus", str(corpus_file)]
+    assert cli(["index", *common, "--index", str(tmp_path / "torch.idx"), "--model", str(tiny_checkpoint),
+                "--dtype", "float32"]) == 0  # fmt: skip
+    assert cli(["index", *common, "--index", str(tmp_path / "onnx.idx"), "--model", str(onnx_folder)]) == 0
+    capsys.readouterr()
+    settings = SemanticIndex.load(tmp_path / "onnx.idx").manifest.model_settings
+    assert (settings["backend"], settings["precision"]) == ("onnx", "fp32")
+    assert SemanticIndex.load(tmp_path / "torch.idx").manifest.model_settings["backend"] == "torch"
+    queries = ["interest rates and inflation", "the cup final", "a new film wins awards"]
+    hits = {}
+    for name, extra in (("torch.idx", []), ("onnx.idx", []), ("torch.idx", ["--model", str(onnx_folder)])):
+        assert cli(["search", "--index", str(tmp_path / name), *queries, "-k", "5", "--json", "--device", "cpu",
+                    *extra]) == 0  # fmt: skip
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        hits[(name, bool(extra))] = [[h["id"] for h in line["hits"]] for line in lines]
+    reference = hits[("torch.idx", False)]
+    assert hits[("onnx.idx", False)] == reference  # an index built and searched on ONNX
+    assert hits[("torch.idx", True)] == reference  # a torch-built index searched with its ONNX export
+    # Appending with another backend or precision is refused unless forced; the index keeps its 40 documents.
+    extra = tmp_path / "more.jsonl"
+    extra.write_text(json.dumps({"id": "x1", "text": "An extra article about markets."}) + "\n")
+    append = ["index", "-q", "--device", "cpu", "--corpus", str(extra), "--index", str(tmp_path / "torch.idx"),
+              "--append", "--model", str(onnx_folder)]  # fmt: skip
+    assert cli(append) != 0
+    assert "was embedded by the torch backend in float32, and this model is onnx in fp32" in capsys.readouterr().err
+    assert len(SemanticIndex.load(tmp_path / "torch.idx")) == 40
+    assert cli([*append, "--force"]) == 0
+    assert len(SemanticIndex.load(tmp_path / "torch.idx")) == 41
+
+
+def test_encode_on_onnx_matches_torch_and_refuses_a_torch_dtype(onnx_folder, tiny_checkpoint, tmp_path, capsys):
+    from causal2vec.cli import main as cli
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Shares fell sharply.\nThe match ended in a draw.\n")
+    assert cli(["encode", str(texts), "-o", str(tmp_path / "onnx.npy"), "--model", str(onnx_folder), "-q",
+                "--device", "cpu"]) == 0  # fmt: skip
+    assert cli(["encode", str(texts), "-o", str(tmp_path / "torch.npy"), "--model", str(tiny_checkpoint), "-q",
+                "--device", "cpu", "--dtype", "float32"]) == 0  # fmt: skip
+    np.testing.assert_allclose(np.load(tmp_path / "onnx.npy"), np.load(tmp_path / "torch.npy"), atol=2e-5)
+    assert cli(["encode", str(texts), "-o", str(tmp_path / "x.npy"), "--model", str(onnx_folder), "-q",
+                "--dtype", "bfloat16"]) == 2  # fmt: skip
+    assert "--dtype bfloat16 applies to the torch backend" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_real_default_exports_and_matches_torch(tmp_path):
+    from causal2vec.data.bbc import bbc_news_split
+
+    model = Causal2Vec.from_pretrained("default", dtype="float32")
+    report = export_folder(Causal2Vec.from_pretrained("default", dtype="float32"), tmp_path / "default-onnx")
+    assert report.parity.max_rel < 1e-4 and report.parity.min_cosine > 0.99999, report.parity
+    texts = [f"{a.title}\n{a.body}" for a in bbc_news_split("validation")[:12]]
+    expected = model.encode(texts, normalize=False)
+    got = OnnxCausal2Vec.from_pretrained(tmp_path / "default-onnx").encode(texts, normalize=False)
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()

@@ -24,6 +24,7 @@ from causal2vec.search.docstore import Hit, StoredDocument
 from causal2vec.search.manifest import (
     Generations,
     check_model,
+    check_precision,
     index_max_length,
     load_model,
     model_identity,
@@ -282,6 +283,7 @@ class SemanticIndex:
         chunk_size: int = 2048,
         total: int | None = None,
         show_progress_bar: bool | None = None,
+        force: bool = False,
     ) -> int:
         """Embed and stage documents, streamed in chunks; :meth:`save` commits them.
 
@@ -299,6 +301,8 @@ class SemanticIndex:
             chunk_size: Documents read, embedded and stored at a time.
             total: The number of documents, for the progress bar.
             show_progress_bar: Show documents/s; ``None`` follows the log level.
+            force: Embed with the model even if its backend or precision differs from the one that embedded the
+                index's documents.
 
         Returns:
             The number of documents staged.
@@ -309,6 +313,8 @@ class SemanticIndex:
             IndexBusyError: If another process is writing to the index.
         """
         documents, embeddings, total = ingest.check_add_arguments(documents, embeddings, on_duplicate, total)
+        if embeddings is None and not force and self.manifest.count:
+            check_precision(self.manifest, self.model, self.path)
         self._state.begin()
         truncated: list[int] = []
         bar = tqdm(total=total, unit="doc", desc="Indexing", disable=not show_progress(show_progress_bar))

@@ -408,7 +408,8 @@ def _now() -> str:
 def model_identity(model: Any, max_length: int | None = None) -> tuple[str | None, str | None, dict[str, Any]]:
     """How a model is recorded in a manifest: its name, a SHA-256 of its config, the settings that shaped its vectors.
 
-    The settings are the dtype and the token budget (``max_length``, ``None`` for the model's own).
+    The settings are the dtype, the backend (``torch`` or ``onnx``), the precision (the torch dtype, or the ONNX
+    graph's ``fp32``, ``fp16`` or ``int8``) and the token budget (``max_length``, ``None`` for the model's own).
     """
     name = getattr(model, "name_or_path", None)
     config = getattr(model, "config", None)
@@ -419,7 +420,27 @@ def model_identity(model: Any, max_length: int | None = None) -> tuple[str | Non
     settings: dict[str, Any] = {"max_length": max_length}
     if (dtype := getattr(model, "dtype", None)) is not None:
         settings["dtype"] = str(dtype).removeprefix("torch.")
+    settings["backend"] = getattr(model, "backend", "torch")
+    settings["precision"] = getattr(model, "precision", settings.get("dtype"))
     return name, sha, settings
+
+
+def check_precision(manifest: Manifest, model: Any, where: Path) -> None:
+    """Refuse to add documents embedded by another backend or precision than the index's.
+
+    Raises:
+        ValueError: Naming both, and how to proceed.
+    """
+    _, _, settings = model_identity(model)
+    recorded = manifest.model_settings
+    theirs = (recorded.get("backend", "torch"), recorded.get("precision", recorded.get("dtype")))
+    ours = (settings["backend"], settings["precision"])
+    if None not in theirs and ours != theirs:
+        raise ValueError(
+            f"the index {where} was embedded by the {theirs[0]} backend in {theirs[1]}, and this model is "
+            f"{ours[0]} in {ours[1]}: its vectors would differ slightly from the stored ones. Use the same backend "
+            f"and precision, or force it (add(..., force=True), --force)"
+        )
 
 
 def check_model(manifest: Manifest, model: Any, where: Path) -> None:
@@ -466,6 +487,11 @@ def load_model(manifest: Manifest, device: str | None = None, dtype: str | None 
     from causal2vec.runtime import auto_dtype, default_device
 
     device = device or default_device()
+    if manifest.model_settings.get("backend") == "onnx":
+        from causal2vec.onnx_backend import OnnxCausal2Vec
+
+        logger.info("loading ONNX model %s (on %s) for queries", manifest.model, device)
+        return OnnxCausal2Vec.from_pretrained(manifest.model, device=device)
     dtype = auto_dtype(dtype or manifest.model_settings.get("dtype", "float32"), device)
     logger.info("loading model %s (%s on %s) for queries", manifest.model, dtype, device)
     return Causal2Vec.from_pretrained(manifest.model, device=device, dtype=dtype)

@@ -143,9 +143,8 @@ class OnnxCausal2Vec(QueryDocumentMethods):
                 failure = "" if session.get_providers()[0] == "CUDAExecutionProvider" else "it did not start"
             except Exception as err:  # onnxruntime's errors derive from Exception only
                 failure = str(err).splitlines()[0]
-            if failure:
+            if failure:  # a session that fell back is kept; one that failed is made again on the CPU below
                 cpu_instead(device, f"a GPU that onnxruntime's CUDA provider can start ({failure})", strict)
-                session = None
         if session is None:
             try:
                 session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

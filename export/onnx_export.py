@@ -1,4 +1,4 @@
-"""Trace ``Causal2Vec.forward`` into ``<checkpoint>/onnx/model.onnx`` and compare onnxruntime with torch."""
+"""Trace ``Causal2Vec.forward`` into an ONNX file and compare onnxruntime with torch (see ``export.folder``)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ import torch
 from causal2vec import Causal2Vec
 from causal2vec.adapters import has_adapter
 from causal2vec.encoding import encode_texts
-from causal2vec.onnx_backend import INPUT_NAMES, ONNX_DIR, OUTPUT_NAME, OnnxCausal2Vec
+from causal2vec.onnx_backend import INPUT_NAMES, OUTPUT_NAME, OnnxCausal2Vec
 from causal2vec.projector import CALIBRATION_TEXTS
-from causal2vec.runtime import replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -57,20 +56,6 @@ def check_opset(opset: int, name: str = "opset") -> None:
             f"{name} {opset!r} is not supported: the installed exporter (torch {torch.__version__}) writes ONNX "
             f"opsets {allowed.start} to {allowed.stop - 1} (default {DEFAULT_OPSET})"
         )
-
-
-def export_onnx(model: Causal2Vec, folder: Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Write ``folder/onnx/model.onnx`` traced from ``model`` in float32 on the CPU; returns its path.
-
-    This adds a graph to a checkpoint folder; :func:`export.folder.export_folder` writes a self-contained export.
-    The ``onnx/`` folder is written aside and swapped in, so a failed export leaves an earlier one intact.
-
-    Raises:
-        ValueError: For an opset the installed exporter cannot write (see :func:`supported_opsets`).
-    """
-    with replace_dir(folder / ONNX_DIR) as staging:  # an earlier export is replaced only once this one is complete
-        trace_onnx(model, staging / "model.onnx", opset)
-    return folder / ONNX_DIR / "model.onnx"
 
 
 def trace_onnx(model: Causal2Vec, path: Path, opset: int = DEFAULT_OPSET, *, external_data: bool | None = None) -> Path:

@@ -4,8 +4,9 @@ The quality table scores the BBC test split and the PyDocsRetrieval task; choosi
 recipe to the test. This script scores choices on data neither touches:
 
 - 200 headlines of the BBC *validation* split against their 200 bodies;
-- 300 Python documentation section titles against 800 sections that are not in the PyDocsRetrieval task folder
-  (its corpus is read to exclude them), from ``data/pydocs.jsonl`` (``python -m training.data pydocs``).
+- 300 Python documentation section titles against every section of the documentation's *selection* part of pages
+  (``data/pydocs-selection.jsonl``: ``python -m training.data pydocs --part selection``), pages that are neither
+  trained on nor in the PyDocsRetrieval task (the test part).
 
 For each model it prints MRR@10 of the whole embedding ``[h_C ; h_EOS]`` and of each half alone, so a run shows
 whether C carries the encoder's information (``h_C``) and whether the LLM has learnt to read it (``h_EOS``), with
@@ -39,25 +40,23 @@ def mrr_at_10(queries: np.ndarray, documents: np.ndarray) -> float:
     return float(np.mean(np.where(rank < 10, 1.0 / (rank + 1), 0.0)))
 
 
-def selection_data(pairs_file: Path, task: Path) -> dict[str, tuple[list[str], list[str], str]]:
+def selection_data(pairs_file: Path) -> dict[str, tuple[list[str], list[str], str]]:
     """Queries, documents (the first len(queries) relevant in order) and the query instruction, per probe."""
     from causal2vec.data.bbc import bbc_news_split
     from training.data.bbc import INSTRUCTION as BBC_INSTRUCTION  # the one the BBC training pairs carry
 
     articles = bbc_news_split("validation")[:200]
-    in_task = {json.loads(line)["text"] for line in (task / "corpus.jsonl").read_text().splitlines()}
     seen: set[str] = set()
     outside = []
     for line in pairs_file.read_text().splitlines():
         pair = json.loads(line)
-        if pair.get("dataset") == "pydocs" and pair["positive"] not in in_task and pair["positive"] not in seen:
+        if pair.get("dataset") == "pydocs" and pair["positive"] not in seen:
             seen.add(pair["positive"])
             outside.append(pair)
     random.Random(0).shuffle(outside)
-    outside = outside[:800]
     return {
         "bbc-validation": ([a.title for a in articles], [a.body for a in articles], BBC_INSTRUCTION),
-        "pydocs-outside-task": ([p["query"] for p in outside[:300]], [p["positive"] for p in outside],
+        "pydocs-selection": ([p["query"] for p in outside[:300]], [p["positive"] for p in outside],
                                 outside[0]["instruction"]),
     }  # fmt: skip
 
@@ -97,10 +96,11 @@ def main() -> None:
     parser.add_argument("models", nargs="+", help="all-MiniLM-L6-v2, isometric, default, or checkpoint folders")
     parser.add_argument("--norm", type=float, default=30000.0, help="mean |C| of the isometric row (30000)")
     parser.add_argument("--llm-max-length", type=int, help="LLM token budget (default: each model's)")
-    parser.add_argument("--pairs", type=Path, default=ROOT / "data" / "pydocs.jsonl", help="the pydocs pairs")
-    parser.add_argument("--task", type=Path, default=ROOT / "tasks" / "PyDocsRetrieval", help="the task to avoid")
+    parser.add_argument(
+        "--pairs", type=Path, default=ROOT / "data" / "pydocs-selection.jsonl", help="the pydocs selection part's pairs"
+    )
     args = parser.parse_args()
-    probes = selection_data(args.pairs, args.task)
+    probes = selection_data(args.pairs)
     print("| model | part | " + " | ".join(f"{p} MRR@10" for p in probes) + " |")
     print("|---|---|" + "---:|" * len(probes))
     for name in args.models:

@@ -15,7 +15,10 @@ from training.data.bbc import INSTRUCTION as BBC_INSTRUCTION
 from training.data.bbc import build_bbc_pairs
 from training.data.cli import main
 from training.data.pairs import Pair, read_pairs, write_pairs
-from training.data.pydocs import build_pydocs_pairs
+from training.data.pydocs import INSTALL as PYDOCS_INSTALL
+from training.data.pydocs import PARTS as PYDOCS_PARTS
+from training.data.pydocs import ROOT as PYDOCS_ROOT
+from training.data.pydocs import build_pydocs_pairs, page_part
 from training.data.rst import inline_text
 from training.data.sampling import clip, mix_pairs
 from training.data.wiki import build_wiki_pairs
@@ -318,6 +321,62 @@ def test_pydocs_negatives_clipping_and_minimum():
     assert all(len(p.positive) <= 30 for p in build_pydocs_pairs(PYDOCS, body_chars=30, min_chars=20))
     with pytest.raises(FileNotFoundError, match=r"apt-get install python3\.11-doc"):
         build_pydocs_pairs(PYDOCS / "library" / "nothing")
+
+
+def test_pydocs_page_parts_are_pinned():
+    # The split must never move: a page that changed part would carry test sections into training.
+    assert [page_part(f"library/m{i}") for i in range(8)] == [
+        "test", "train", "train", "train", "test", "test", "train", "selection",
+    ]  # fmt: skip
+    assert page_part("library/os") == "test" and page_part("tutorial/index") == page_part("tutorial/index")
+
+
+def _texts(pairs: list[Pair]) -> set[str]:
+    return {p.positive for p in pairs} | {n for p in pairs for n in p.negatives}
+
+
+def _page(root: Path, name: str, sections: dict[str, str]) -> None:
+    lines = []
+    for i, (title, text) in enumerate(sections.items()):
+        lines += [title, ("=" if i == 0 else "-") * len(title), "", text, ""]
+    (root / f"{name}.rst.txt").write_text("\n".join(lines), encoding="utf-8")
+
+
+def test_pydocs_parts_split_pages_and_share_no_text(tmp_path):
+    root = tmp_path / "_sources"
+    (root / "library").mkdir(parents=True)
+    shared = "This paragraph repeats word for word on a train page and on a test page of the documentation."
+    pages = {"library/m1": "train", "library/m2": "train", "library/m7": "selection", "library/m0": "test"}
+    for name, part in pages.items():
+        assert page_part(name) == part
+        module = name.split("/")[1]
+        sections = {
+            f"{module} intro": f"Module {module} of the {part} part does one documented thing well.",
+            f"{module} usage": f"Call {module}.go() to use module {module}; it returns a value or raises.",
+        }
+        if name in ("library/m1", "library/m0"):
+            sections[f"{module} note"] = shared
+        _page(root, name, sections)
+    everything = build_pydocs_pairs(root, min_chars=20, negatives=1)
+    parts = {part: build_pydocs_pairs(root, part=part, min_chars=20, negatives=1) for part in PYDOCS_PARTS[1:]}
+    assert {len(pairs) for pairs in parts.values()} != {0}
+    texts = {part: _texts(pairs) for part, pairs in parts.items()}
+    assert not texts["train"] & texts["test"] and not texts["train"] & texts["selection"]
+    assert not texts["test"] & texts["selection"]
+    assert shared in {p.positive for p in everything} and all(shared not in t for t in texts.values())
+    for part, pairs in parts.items():
+        want = [p for p in everything if p.positive != shared and page_part(f"library/{p.query.split()[0]}") == part]
+        assert _qp(pairs) == _qp(want), part
+    with pytest.raises(ValueError, match=r"part='dev'.*'train', 'selection', 'test'"):
+        build_pydocs_pairs(root, part="dev")
+
+
+@pytest.mark.skipif(not PYDOCS_ROOT.is_dir(), reason=f"needs the Python documentation: {PYDOCS_INSTALL}")
+def test_pydocs_parts_of_the_real_documentation_share_no_text():
+    texts = {part: _texts(build_pydocs_pairs(part=part)) for part in PYDOCS_PARTS[1:]}
+    assert min(len(t) for t in texts.values()) > 300
+    assert not texts["train"] & texts["test"] and not texts["train"] & texts["selection"]
+    assert not texts["test"] & texts["selection"]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from training.data.pairs import Pair, read_pairs, write_pairs
+from training.data.pydocs import PARTS as PYDOCS_PARTS
 
 PROG = "python -m training.data"
 EPILOG = """\
@@ -22,9 +23,11 @@ examples:
   python -m training.data bbc --output data/bbc.jsonl --negatives 1
   python -m training.data wiki --output data/wiki.jsonl --queries title description
   python -m training.data wordnet --output data/wordnet.jsonl --no-examples
-  python -m training.data pydocs --output data/pydocs.jsonl --min-chars 200
+  python -m training.data pydocs --output data/pydocs-train.jsonl --part train
   python -m training.data mix --inputs data/wiki.jsonl data/wordnet.jsonl --cap 20000 --output data/mix.jsonl
-  python -m training.data task --input data/pydocs.jsonl --dataset pydocs --output tasks/PyDocsRetrieval
+  python -m training.data pydocs --output data/pydocs-test.jsonl --part test
+  python -m training.data task --input data/pydocs-test.jsonl --dataset pydocs --queries 500 --corpus 1500 \
+      --output tasks/PyDocsRetrieval
 
 sources, counts and licences: training/data/CARD.md
 """
@@ -67,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("/usr/share/doc/python3.11/html/_sources"),
         help="the documentation's _sources folder (default: Debian python3.11-doc's)",
+    )
+    pydocs.add_argument(
+        "--part",
+        choices=PYDOCS_PARTS,
+        default="all",
+        help="which pages: all (default), or the fixed train / selection / test part (the test part is the "
+        "PyDocsRetrieval task)",
     )
     pydocs.add_argument("--body-chars", type=int, default=1000, help="cut section texts to this length (1000)")
     pydocs.add_argument("--min-chars", type=int, default=200, help="drop shorter sections, e.g. 200 (default)")
@@ -134,7 +144,12 @@ def _run_pydocs(args: argparse.Namespace) -> list[Pair]:
     from training.data.pydocs import build_pydocs_pairs
 
     return build_pydocs_pairs(
-        args.root, body_chars=args.body_chars, min_chars=args.min_chars, negatives=args.negatives, seed=args.seed
+        args.root,
+        part=args.part,
+        body_chars=args.body_chars,
+        min_chars=args.min_chars,
+        negatives=args.negatives,
+        seed=args.seed,
     )
 
 

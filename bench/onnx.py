@@ -32,7 +32,6 @@ ONNX batch-32 throughput at least torch bf16's; on GPU, ort fp16 throughput at b
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -48,6 +47,7 @@ sys.path.insert(0, str(ROOT))  # the repository's export/ and eval/ packages
 from causal2vec import Causal2Vec, OnnxCausal2Vec  # noqa: E402
 from causal2vec.data.bbc import bbc_news_split  # noqa: E402
 from causal2vec.onnx_backend import MANIFEST_FILE  # noqa: E402
+from export.score import task_scores  # noqa: E402
 
 Encoder = Callable[[list[str], int], np.ndarray]
 
@@ -102,20 +102,6 @@ def interleaved(encoders: dict[str, Encoder], chunks: list[list[str]], batch: in
     return best
 
 
-def ndcg(folders: dict[str, Path], out: Path) -> dict[str, float]:
-    """BBCNewsRetrieval nDCG@10 of each ONNX folder, through the evaluation package (mteb)."""
-    from eval.models import INSTRUCTIONS_PATH, load_instructions, resolve_model
-    from eval.run import evaluate_models
-    from eval.tasks import resolve_tasks
-
-    sources = [dataclasses.replace(resolve_model(str(f)), label=label) for label, f in folders.items()]
-    summary = evaluate_models(
-        sources, resolve_tasks(["BBCNewsRetrieval"]), out, batch_size=32, device="cpu", dtype="float32",
-        backend="onnx", instructions=load_instructions(INSTRUCTIONS_PATH), overwrite=False,
-    )  # fmt: skip
-    return {label: 100 * summary.scores["BBCNewsRetrieval"][label] for label in folders}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu (ORT fp32/optimised/int8 vs torch) or cuda (ORT fp16)")
@@ -140,7 +126,8 @@ def main() -> None:
     throughput = {name: args.n32 / sum(times) for name, times in batched.items()}
     scores = {}
     if args.device == "cpu" and not args.no_ndcg:
-        scores = ndcg({"ort fp32": args.work / "fp32", "ort int8": args.work / "int8"}, args.work / "eval")
+        folders = {"ort fp32": args.work / "fp32", "ort int8": args.work / "int8"}
+        scores = task_scores(folders, "onnx", output=args.work / "eval")
     print(f"\n{args.n1} texts at batch 1, {args.n32} at batch {big}; BBC News validation articles; device "
           f"{args.device}\n")  # fmt: skip
     print(f"| row | batch 1 latency (ms) | batch {big} texts/s | min cosine vs {reference_name} | "

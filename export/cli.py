@@ -18,7 +18,7 @@ EPILOG = """\
 examples:
   python -m export --model default --output models/default-onnx                  # float32, serves on CPU or GPU
   python -m export --model default --output models/default-onnx-fp16 --fp16      # float16 for GPUs
-  python -m export --model default --output models/default-onnx-int8 --int8      # int8 for CPUs
+  python -m export --model default --output models/default-onnx-int8 --int8      # int8 for CPUs, scored on BBC
   python -m export --model models/mine --output models/mine-onnx --optimize --keep-torch
   causal2vec search models/default-onnx-index "a query" --model models/default-onnx
 """
@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     precision.add_argument("--fp16", action="store_true", help="a float16 graph for GPUs (float32 in and out)")
     precision.add_argument("--int8", action="store_true", help="a dynamically quantised int8 graph for CPUs")
     parser.add_argument("--optimize", action="store_true", help="apply onnxruntime's transformer fusions first")
+    parser.add_argument(
+        "--score",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="score the export and its float32 source on BBCNewsRetrieval (mteb) and report the cost; on by "
+        "default for --int8 (a few minutes for the default model on CPU)",
+    )
     parser.add_argument("--keep-torch", action="store_true", help="also write the torch weights (a checkpoint too)")
     parser.add_argument(
         "--external-data", action="store_true", help="weights in model.onnx.data even under 2 GB (always above)"
@@ -93,6 +100,12 @@ def run(args: argparse.Namespace) -> int:
             f"{parity.max_abs:.2e} (relative {parity.max_rel:.2e}), min cosine {parity.min_cosine:.7f}; "
             f"{parity.truncated} texts were truncated to the token budgets"
         )
+    if args.int8 if args.score is None else args.score:
+        from export.score import score_export
+
+        cost = score_export(args.model, report.folder, manifest["precision"])
+        print(f"{cost['task']} nDCG@10 x 100 on CPU: float32 {cost['float32']:.2f} (torch), {manifest['precision']} "
+              f"{cost[manifest['precision']]:.2f} (onnxruntime): cost {cost['cost']:+.2f} points")  # fmt: skip
     return 0
 
 

@@ -16,6 +16,7 @@ from causal2vec.onnx_backend import OnnxCausal2Vec, execution_providers, require
 from export.cli import main
 from export.folder import ExportOptions, ParityError, export_folder, fingerprint
 from export.onnx_export import PARITY_TEXTS, check_parity
+from tests.test_eval import _bbc_reference
 
 ARCHS = ["llama", "qwen2", "gpt2"]
 
@@ -185,8 +186,18 @@ def test_optimize_fp16_and_int8_exports_keep_parity_and_say_what_they_are(tiny_c
         assert manifest["precision"] == precision and manifest["checked_on"] == "CPUExecutionProvider"
         if flag == "--optimize":
             assert isinstance(manifest["fused"], dict) and "fused by onnxruntime's transformer optimizer" in printed
-        got = OnnxCausal2Vec.from_pretrained(out).encode(texts)
+        exported = OnnxCausal2Vec.from_pretrained(out)  # verifies every checksum, scores.json's included
+        got = exported.encode(texts)
         assert ((got * reference).sum(1) >= min_cosine).all(), (got * reference).sum(1)
+        if flag == "--int8":  # scored by default: mteb's figures against brute-force nDCG@10 of each model
+            scores = json.loads((out / "onnx" / "scores.json").read_text())
+            assert scores["float32"] == pytest.approx(
+                100 * _bbc_reference(Causal2Vec.from_pretrained(tiny_checkpoint)), abs=1e-2
+            )
+            assert scores["int8"] == pytest.approx(100 * _bbc_reference(exported), abs=1e-2)
+            assert f"cost {scores['float32'] - scores['int8']:+.2f} points" in printed, printed
+        else:
+            assert not (out / "onnx" / "scores.json").exists()
     out = tmp_path / "fp16"
     assert main(["--model", str(tiny_checkpoint), "--output", str(out), "--fp16"]) == 0
     printed = capsys.readouterr().out

@@ -290,6 +290,44 @@ def _nonblank_lines(path: str) -> list[str]:
         return [line.strip() for line in f if line.strip()]
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``causal2vec serve``: embeddings (OpenAI's /v1/embeddings) and search over HTTP, with dynamic batching."""
+    import os
+    import signal
+
+    try:
+        import uvicorn
+
+        from causal2vec.serve import ServeSettings, create_app
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(f"causal2vec serve needs {err.name}: pip install 'causal2vec[serve]'") from err
+    api_key = args.api_key or os.environ.get("CAUSAL2VEC_API_KEY") or None
+    if args.model is None and args.index is None:
+        raise UsageError("give --model (what to embed with), --index (what to search), or both")
+    device = _device(args)
+
+    def load() -> tuple[Any, SemanticIndex | None]:  # runs on the server's model thread, which then owns both
+        if args.index is None:
+            return _load_model(args, args.model, device), None
+        index = _open_index(args, device)
+        return index.model, index
+
+    settings = ServeSettings(
+        max_batch_size=args.max_batch_size, max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
+        max_inputs=args.max_inputs, max_chars=args.max_chars, timeout=args.timeout, api_key=api_key,
+        max_length=None if args.index else args.max_length,
+    )  # fmt: skip
+    if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        logging.getLogger(__name__).warning("serving on %s without --api-key: anyone who can reach it may use it",
+                                            args.host)  # fmt: skip
+    # uvicorn handles SIGTERM and Ctrl-C: it stops accepting, finishes the open requests, then the app drains its
+    # queue (its lifespan's shutdown) and run() returns. uvicorn then raises the signal again under the handler it
+    # found; for SIGTERM that is this no-op, so a stop that lost nothing exits 0, as service managers expect.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    uvicorn.run(create_app(load, settings), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
 # ---------------------------------------------------------------------- the parser
 
 
@@ -462,6 +500,50 @@ def _add_delete_parser(subparsers: Any) -> None:
     dele.set_defaults(handler=cmd_delete)
 
 
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number")
+    return number
+
+
+def _add_serve_parser(subparsers: Any) -> None:
+    srv = subparsers.add_parser("serve", help="serve embeddings and search over HTTP", description=cmd_serve.__doc__)
+    srv.add_argument("--index", type=Path, help="an index folder to search at POST /search, e.g. news.idx")
+    srv.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 serves other machines)"
+    )
+    srv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    srv.add_argument("--max-batch-size", type=positive_int, default=32, help="texts per model batch at most (32)")
+    srv.add_argument(
+        "--max-batch-tokens", type=positive_int, default=16384, help="tokens per model batch at most (16384)"
+    )
+    srv.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests, in ms (5)"
+    )
+    srv.add_argument("--max-inputs", type=positive_int, default=2048, help="texts per request at most (2048)")
+    srv.add_argument("--max-chars", type=positive_int, default=32768, help="characters per text at most (32768)")
+    srv.add_argument(
+        "--timeout", type=_positive_float, default=30.0, help="seconds a request may wait before a 503 (30)"
+    )
+    srv.add_argument(
+        "--api-key", help="require 'Authorization: Bearer KEY' on every route but /health (or CAUSAL2VEC_API_KEY)"
+    )
+    srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    _add_model_options(
+        srv,
+        model_default=None,
+        model_help="the model to serve, e.g. default or ./my-model (default: the model --index names)",
+        dtype_auto="bfloat16 on CUDA and on CPUs with native bfloat16, else float32 (an index: its own dtype)",
+        max_length="token budget of every text, e.g. 256 (default: the model's; an index: its own)",
+    )
+    srv.add_argument("--gpu", action="store_true", help="put the FAISS index on the GPU(s); needs faiss-gpu")
+    srv.set_defaults(handler=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``causal2vec`` command."""
     parser = argparse.ArgumentParser(prog="causal2vec", description="Causal2Vec text embeddings.")
@@ -471,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_index_parser(subparsers)
     _add_search_parser(subparsers)
     _add_delete_parser(subparsers)
+    _add_serve_parser(subparsers)
     return parser
 
 

@@ -293,17 +293,14 @@ def _nonblank_lines(path: str) -> list[str]:
 def cmd_serve(args: argparse.Namespace) -> int:
     """``causal2vec serve``: embeddings (OpenAI's /v1/embeddings) and search over HTTP, with dynamic batching."""
     import os
-    import signal
 
-    try:
-        import uvicorn
+    from causal2vec.serve import ServeSettings, run_server
 
-        from causal2vec.serve import ServeSettings, create_app
-    except ModuleNotFoundError as err:
-        raise ModuleNotFoundError(f"causal2vec serve needs {err.name}: pip install 'causal2vec[serve]'") from err
     api_key = args.api_key or os.environ.get("CAUSAL2VEC_API_KEY") or None
     if args.model is None and args.index is None:
         raise UsageError("give --model (what to embed with), --index (what to search), or both")
+    if args.max_wait_ms < 0:
+        raise UsageError(f"--max-wait-ms {args.max_wait_ms:g}: give 0 or more milliseconds")
     device = _device(args)
 
     def load() -> tuple[Any, SemanticIndex | None]:  # runs on the server's model thread, which then owns both
@@ -320,11 +317,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         logging.getLogger(__name__).warning("serving on %s without --api-key: anyone who can reach it may use it",
                                             args.host)  # fmt: skip
-    # uvicorn handles SIGTERM and Ctrl-C: it stops accepting, finishes the open requests, then the app drains its
-    # queue (its lifespan's shutdown) and run() returns. uvicorn then raises the signal again under the handler it
-    # found; for SIGTERM that is this no-op, so a stop that lost nothing exits 0, as service managers expect.
-    signal.signal(signal.SIGTERM, lambda *_: None)
-    uvicorn.run(create_app(load, settings), host=args.host, port=args.port, log_level=args.log_level)
+    run_server(load, settings, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 

@@ -36,6 +36,9 @@ EXTRAS = {
     "sentence_transformers": "st",
     "mteb": "eval",
     "datasets": "train",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "prometheus_client": "serve",
 }
 
 

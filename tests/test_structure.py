@@ -23,6 +23,10 @@ OWNERS: dict[str, str | None] = {
     "mteb": None,
     "datasets": None,
     "sentence_transformers": "causal2vec/st_module.py",
+    "fastapi": "causal2vec/serve/app.py",
+    "uvicorn": "causal2vec/serve/app.py",
+    "prometheus_client": "causal2vec/serve/app.py",
+    "openai": None,
 }
 
 

@@ -4,6 +4,6 @@
 model's one thread.
 """
 
-from causal2vec.serve.app import ServeSettings, create_app
+from causal2vec.serve.app import ServeSettings, create_app, run_server
 
-__all__ = ["ServeSettings", "create_app"]
+__all__ = ["ServeSettings", "create_app", "run_server"]

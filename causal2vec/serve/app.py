@@ -11,21 +11,22 @@ import asyncio
 import base64
 import hmac
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+from causal2vec.runtime import require
 from causal2vec.serve.batcher import Batcher, Loaded, ShuttingDown
 
-try:
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-    from pydantic import BaseModel, ConfigDict, Field, StrictStr
-except ModuleNotFoundError as err:  # pragma: no cover - depends on the installed extras
-    raise ModuleNotFoundError(f"causal2vec serve needs {err.name}: pip install 'causal2vec[serve]'") from err
+require("fastapi")  # or a ModuleNotFoundError naming pip install 'causal2vec[serve]'
+require("prometheus_client")
+from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.exceptions import RequestValidationError  # noqa: E402
+from fastapi.responses import JSONResponse, Response  # noqa: E402
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field, StrictStr  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -272,3 +273,17 @@ def create_app(load: Callable[[], Loaded], settings: ServeSettings = ServeSettin
                             for q, row in zip(queries, hits, strict=True)]}  # fmt: skip
 
     return app
+
+
+def run_server(
+    load: Callable[[], Loaded], settings: ServeSettings, *, host: str, port: int, log_level: str = "info"
+) -> None:
+    """Serve :func:`create_app` with uvicorn until SIGTERM or Ctrl-C; returns once the queue is drained.
+
+    uvicorn stops accepting, finishes the open requests, then the app's shutdown drains the batcher. uvicorn then
+    raises the signal again under the handler it found; for SIGTERM that is a no-op installed here, so a stop that
+    lost nothing returns normally (exit 0, as service managers expect).
+    """
+    uvicorn = require("uvicorn")
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    uvicorn.run(create_app(load, settings), host=host, port=port, log_level=log_level)

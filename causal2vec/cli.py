@@ -61,6 +61,21 @@ def positive_int(value: str) -> int:
     return number
 
 
+def positive_float(value: str) -> float:
+    """An argparse ``type`` for durations (``--timeout 2.5``): a number above 0.
+
+    Raises:
+        argparse.ArgumentTypeError: Naming the value; argparse adds the flag.
+    """
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number > 0:  # also false for nan
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number; give e.g. 30 or 2.5")
+    return number
+
+
 # ---------------------------------------------------------------------- the model options every command shares
 
 
@@ -493,16 +508,6 @@ def _add_delete_parser(subparsers: Any) -> None:
     dele.set_defaults(handler=cmd_delete)
 
 
-def _positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number")
-    return number
-
-
 def _add_serve_parser(subparsers: Any) -> None:
     srv = subparsers.add_parser("serve", help="serve embeddings and search over HTTP", description=cmd_serve.__doc__)
     srv.add_argument("--index", type=Path, help="an index folder to search at POST /search, e.g. news.idx")
@@ -520,7 +525,7 @@ def _add_serve_parser(subparsers: Any) -> None:
     srv.add_argument("--max-inputs", type=positive_int, default=2048, help="texts per request at most (2048)")
     srv.add_argument("--max-chars", type=positive_int, default=32768, help="characters per text at most (32768)")
     srv.add_argument(
-        "--timeout", type=_positive_float, default=30.0, help="seconds a request may wait before a 503 (30)"
+        "--timeout", type=positive_float, default=30.0, help="seconds a request may wait before a 503 (30)"
     )
     srv.add_argument(
         "--api-key", help="require 'Authorization: Bearer KEY' on every route but /health (or CAUSAL2VEC_API_KEY)"

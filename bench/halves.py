@@ -15,6 +15,7 @@ all-MiniLM-L6-v2 alongside. ``isometric`` is the recipe's starting point, built 
 
     .venv/bin/python bench/halves.py all-MiniLM-L6-v2 isometric default      # ~10 minutes on 2 CPU cores
     .venv/bin/python bench/halves.py runs/default/checkpoint-150 --llm-max-length 64
+    .venv/bin/python bench/halves.py default --half-weights 0.5,0.6,0.7,0.8    # halves normalised, then weighted
 """
 
 from __future__ import annotations
@@ -99,7 +100,13 @@ def main() -> None:
     parser.add_argument(
         "--pairs", type=Path, default=ROOT / "data" / "pydocs-selection.jsonl", help="the pydocs selection part's pairs"
     )
+    parser.add_argument(
+        "--half-weights",
+        default="",
+        help="also score [w·h_C/|h_C| ; (1-w)·h_EOS/|h_EOS|] for these weights of h_C, e.g. 0.5,0.6,0.7",
+    )
     args = parser.parse_args()
+    weights = [float(w) for w in args.half_weights.split(",") if w]
     probes = selection_data(args.pairs)
     print("| model | part | " + " | ".join(f"{p} MRR@10" for p in probes) + " |")
     print("|---|---|" + "---:|" * len(probes))
@@ -117,6 +124,17 @@ def main() -> None:
 
             scores = [mrr_at_10(unit(q), unit(docs)) for q, docs in vectors.values()]
             print(f"| {name} | {part} | " + " | ".join(f"{s:.4f}" for s in scores) + " |", flush=True)
+        for w in weights if halves else []:
+
+            def weighted(x: np.ndarray, w: float = w, half: int = d // 2) -> np.ndarray:
+                h_c, h_eos = x[:, :half], x[:, half:]
+                h_c = h_c / np.linalg.norm(h_c, axis=1, keepdims=True)
+                h_eos = h_eos / np.linalg.norm(h_eos, axis=1, keepdims=True)
+                x = np.concatenate([w * h_c, (1 - w) * h_eos], axis=1)
+                return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+            scores = [mrr_at_10(weighted(q), weighted(docs)) for q, docs in vectors.values()]
+            print(f"| {name} | w_C {w:g} | " + " | ".join(f"{s:.4f}" for s in scores) + " |", flush=True)
         print(f"<!-- {name}: {time.perf_counter() - start:.0f} s -->", flush=True)
 
 

@@ -183,11 +183,20 @@ def create_app(load: Callable[[], Loaded], settings: ServeSettings = ServeSettin
             message = f"the request waited more than --timeout {settings.timeout:g} s"
             raise ApiError(503, message, kind="server_error") from None
 
-    def submit(texts: list[str], instruction: str | None) -> list[Any]:
+    async def embed(texts: list[str], instruction: str | None) -> list[Any]:
         try:
-            return batcher.submit(texts, instruction)
+            futures = batcher.submit(texts, instruction)
         except ShuttingDown as err:
             raise ApiError(503, str(err), kind="server_error") from err
+        return await wait(futures)
+
+    async def on_model_thread(function: Callable[[Any, Any], Any]) -> Any:
+        """Run ``function(model, index)`` in turn with the batches (the index's SQLite connection lives there)."""
+        try:
+            future = batcher.call(function)
+        except ShuttingDown as err:
+            raise ApiError(503, str(err), kind="server_error") from err
+        return (await wait([future]))[0]
 
     def check_texts(texts: list[str], field: str) -> None:
         if not texts:
@@ -215,11 +224,8 @@ def create_app(load: Callable[[], Loaded], settings: ServeSettings = ServeSettin
         model = loaded()
         precision = getattr(model, "precision", None) or str(model.dtype).removeprefix("torch.")
         size = None
-        if batcher.index is not None:  # counted on the model thread: the index's SQLite connection belongs to it
-            try:
-                (size,) = await wait([batcher.call(lambda _, index: len(index))])
-            except ShuttingDown as err:
-                raise ApiError(503, str(err), kind="server_error") from err
+        if batcher.index is not None:
+            size = await on_model_thread(lambda _, index: len(index))
         return {
             "model": model.name_or_path,
             "dimension": model.embedding_dim,
@@ -244,7 +250,7 @@ def create_app(load: Callable[[], Loaded], settings: ServeSettings = ServeSettin
             raise ApiError(400, f"dimensions={body.dimensions}: this model embeds in {model.embedding_dim} dimensions "
                                 f"only; leave dimensions out", "dimensions")  # fmt: skip
         instruction = model.config.query_instruction if body.input_type == "query" else None
-        results = await wait(submit(texts, instruction))
+        results = await embed(texts, instruction)
         data, tokens = [], 0
         for vectors, counts in results:
             tokens += sum(counts)
@@ -264,11 +270,7 @@ def create_app(load: Callable[[], Loaded], settings: ServeSettings = ServeSettin
             raise ApiError(404, "this server has no index; start it with --index DIR to search", kind="not_found_error")
         queries = [body.query] if isinstance(body.query, str) else list(body.query)
         check_texts(queries, "query")
-        try:
-            future = batcher.call(lambda _, index: index.search(queries, k=body.k))
-        except ShuttingDown as err:
-            raise ApiError(503, str(err), kind="server_error") from err
-        (hits,) = await wait([future])
+        hits = await on_model_thread(lambda _, index: index.search(queries, k=body.k))
         return {"results": [{"query": q, "hits": [h.to_dict(snippet=settings.snippet) for h in row]}
                             for q, row in zip(queries, hits, strict=True)]}  # fmt: skip
 

@@ -15,7 +15,7 @@ all-MiniLM-L6-v2 alongside. ``isometric`` is the recipe's starting point, built 
 
     .venv/bin/python bench/halves.py all-MiniLM-L6-v2 isometric default      # ~10 minutes on 2 CPU cores
     .venv/bin/python bench/halves.py runs/default/checkpoint-150 --llm-max-length 64
-    .venv/bin/python bench/halves.py default --half-weights 0.5,0.6,0.7,0.8    # halves normalised, then weighted
+    .venv/bin/python bench/halves.py default --queries 0 --contextual-shares 0.5,0.7,0.8   # per-half normalisation
 """
 
 from __future__ import annotations
@@ -41,12 +41,15 @@ def mrr_at_10(queries: np.ndarray, documents: np.ndarray) -> float:
     return float(np.mean(np.where(rank < 10, 1.0 / (rank + 1), 0.0)))
 
 
-def selection_data(pairs_file: Path) -> dict[str, tuple[list[str], list[str], str]]:
-    """Queries, documents (the first len(queries) relevant in order) and the query instruction, per probe."""
+def selection_data(pairs_file: Path, queries: int = 300) -> dict[str, tuple[list[str], list[str], str]]:
+    """Queries, documents (the first len(queries) relevant in order) and the query instruction, per probe.
+
+    ``queries`` caps the queries of each probe (BBC: 200 at most); 0 takes every one there is.
+    """
     from causal2vec.data.bbc import bbc_news_split
     from training.data.bbc import INSTRUCTION as BBC_INSTRUCTION  # the one the BBC training pairs carry
 
-    articles = bbc_news_split("validation")[:200]
+    articles = bbc_news_split("validation")[: min(queries, 200) or None]
     seen: set[str] = set()
     outside = []
     for line in pairs_file.read_text().splitlines():
@@ -57,7 +60,7 @@ def selection_data(pairs_file: Path) -> dict[str, tuple[list[str], list[str], st
     random.Random(0).shuffle(outside)
     return {
         "bbc-validation": ([a.title for a in articles], [a.body for a in articles], BBC_INSTRUCTION),
-        "pydocs-selection": ([p["query"] for p in outside[:300]], [p["positive"] for p in outside],
+        "pydocs-selection": ([p["query"] for p in outside[: queries or None]], [p["positive"] for p in outside],
                                 outside[0]["instruction"]),
     }  # fmt: skip
 
@@ -93,6 +96,11 @@ def embedder(name: str, norm: float, llm_max_length: int | None):
 
 
 def main() -> None:
+    import torch
+
+    from causal2vec import Causal2VecConfig
+    from causal2vec.encoding import normalize_embeddings
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="+", help="all-MiniLM-L6-v2, isometric, default, or checkpoint folders")
     parser.add_argument("--norm", type=float, default=30000.0, help="mean |C| of the isometric row (30000)")
@@ -101,13 +109,17 @@ def main() -> None:
         "--pairs", type=Path, default=ROOT / "data" / "pydocs-selection.jsonl", help="the pydocs selection part's pairs"
     )
     parser.add_argument(
-        "--half-weights",
+        "--queries", type=int, default=300, help="queries per probe (BBC at most 200); 0: every one (206 / 387)"
+    )
+    parser.add_argument(
+        "--contextual-shares",
         default="",
-        help="also score [w·h_C/|h_C| ; (1-w)·h_EOS/|h_EOS|] for these weights of h_C, e.g. 0.5,0.6,0.7",
+        help="also score per-half normalisation with these contextual_share values (the weight of cos(h_C) in the "
+        "cosine), e.g. 0.5,0.7,0.8",
     )
     args = parser.parse_args()
-    weights = [float(w) for w in args.half_weights.split(",") if w]
-    probes = selection_data(args.pairs)
+    shares = [float(w) for w in args.contextual_shares.split(",") if w]
+    probes = selection_data(args.pairs, args.queries)
     print("| model | part | " + " | ".join(f"{p} MRR@10" for p in probes) + " |")
     print("|---|---|" + "---:|" * len(probes))
     for name in args.models:
@@ -124,17 +136,14 @@ def main() -> None:
 
             scores = [mrr_at_10(unit(q), unit(docs)) for q, docs in vectors.values()]
             print(f"| {name} | {part} | " + " | ".join(f"{s:.4f}" for s in scores) + " |", flush=True)
-        for w in weights if halves else []:
+        for share in shares if halves else []:
+            config = Causal2VecConfig(normalization="per_half", contextual_share=share)
 
-            def weighted(x: np.ndarray, w: float = w, half: int = d // 2) -> np.ndarray:
-                h_c, h_eos = x[:, :half], x[:, half:]
-                h_c = h_c / np.linalg.norm(h_c, axis=1, keepdims=True)
-                h_eos = h_eos / np.linalg.norm(h_eos, axis=1, keepdims=True)
-                x = np.concatenate([w * h_c, (1 - w) * h_eos], axis=1)
-                return x / np.linalg.norm(x, axis=1, keepdims=True)
+            def weighted(x: np.ndarray, config: Causal2VecConfig = config) -> np.ndarray:
+                return normalize_embeddings(torch.from_numpy(x).float(), config).numpy()
 
             scores = [mrr_at_10(weighted(q), weighted(docs)) for q, docs in vectors.values()]
-            print(f"| {name} | w_C {w:g} | " + " | ".join(f"{s:.4f}" for s in scores) + " |", flush=True)
+            print(f"| {name} | share {share:g} | " + " | ".join(f"{s:.4f}" for s in scores) + " |", flush=True)
         print(f"<!-- {name}: {time.perf_counter() - start:.0f} s -->", flush=True)
 
 

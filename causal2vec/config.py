@@ -48,9 +48,11 @@ class Causal2VecConfig:
     output_pooling: OutputPooling = "contextual_eos"
     # Whether encode() L2-normalises by default (each call can override it).
     normalize: bool = True
-    # "whole": L2-normalise the concatenated vector. "per_half": normalise h_C and h_EOS separately, then scale
-    # by 1/sqrt(2), so each half weighs the same whatever the scale of the LLM's hidden states.
+    # "whole": L2-normalise the concatenated vector. "per_half": normalise h_C and h_EOS separately and scale them
+    # by sqrt(contextual_share) and sqrt(1 - contextual_share), so the cosine of two embeddings is
+    # contextual_share·cos(h_C) + (1 - contextual_share)·cos(h_EOS) whatever the scale of the LLM's hidden states.
     normalization: Normalization = "whole"
+    contextual_share: float = 0.5
     # Token budgets. Longer texts are truncated (one warning per encode() call); the budgets include special tokens,
     # and the LLM budget also includes C, BOS, EOS and the instruction.
     encoder_max_length: int = 512
@@ -93,6 +95,9 @@ class Causal2VecConfig:
             isinstance(k, str) and isinstance(v, str) for k, v in self.checksums.items()
         ):
             raise ValueError(f"Causal2VecConfig.checksums={self.checksums!r} must map file paths to checksum strings")
+        share = self.contextual_share
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
+            raise ValueError(f"Causal2VecConfig.contextual_share={share!r} must be a number from 0 to 1")
         if self.sink_token is not None and (not isinstance(self.sink_token, str) or not self.sink_token):
             raise ValueError(
                 f"Causal2VecConfig.sink_token={self.sink_token!r} must be 'auto', a token of the LLM tokenizer, or None"

@@ -121,10 +121,14 @@ class QueryDocumentMethods:
 
 
 def normalize_embeddings(embeddings: torch.Tensor, config: Causal2VecConfig) -> torch.Tensor:
-    """L2-normalise embeddings as ``config.normalization`` says (whole vector, or each half)."""
+    """L2-normalise embeddings as ``config.normalization`` says (whole vector, or each half weighted by
+    ``config.contextual_share``)."""
     if config.normalization == "per_half" and config.output_pooling == "contextual_eos":
         h_c, h_eos = embeddings.chunk(2, dim=-1)
-        return torch.cat([F.normalize(h_c, dim=-1), F.normalize(h_eos, dim=-1)], dim=-1) / math.sqrt(2.0)
+        share = config.contextual_share
+        return torch.cat(
+            [F.normalize(h_c, dim=-1) * math.sqrt(share), F.normalize(h_eos, dim=-1) * math.sqrt(1.0 - share)], dim=-1
+        )
     return F.normalize(embeddings, dim=-1)
 
 

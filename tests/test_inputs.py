@@ -103,6 +103,8 @@ def test_instruction_longer_than_the_budget_is_an_error(tiny_model):
         ("output_pooling", "cls", "output_pooling='cls' is not allowed"),
         ("llm_max_length", 2, "llm_max_length=2 must be an integer >= 4"),
         ("instruction_template", "{text}", "must contain '{instruction}'"),
+        ("contextual_share", 1.5, "contextual_share=1.5 must be a number from 0 to 1"),
+        ("contextual_share", "0.5", "contextual_share='0.5' must be a number from 0 to 1"),
     ],
 )
 def test_config_rejects_bad_values(field, value, message):

@@ -53,7 +53,9 @@ def reference_embedding(model: Causal2Vec, text: str, prompt: str = "") -> np.nd
             e = torch.cat([h[c_index], h[-1]])
         if cfg.normalization == "per_half" and cfg.output_pooling == "contextual_eos":
             half = e.shape[0] // 2
-            e = torch.cat([F.normalize(e[:half], dim=0), F.normalize(e[half:], dim=0)]) / math.sqrt(2)
+            share = cfg.contextual_share
+            e = torch.cat([F.normalize(e[:half], dim=0) * math.sqrt(share),
+                           F.normalize(e[half:], dim=0) * math.sqrt(1 - share)])  # fmt: skip
         else:
             e = F.normalize(e, dim=0)
     return e.numpy()
@@ -82,6 +84,7 @@ def test_encode_matches_reference_for_each_architecture(build_tiny, texts, arch)
         {"output_pooling": "eos"},
         {"output_pooling": "mean"},
         {"normalization": "per_half"},
+        {"normalization": "per_half", "contextual_share": 0.8},
         {"encoder_sees_instruction": True},
     ],
     ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()),
@@ -94,6 +97,21 @@ def test_every_switch_matches_reference(build_tiny, texts, switches):
         assert_close(batch[i], reference_embedding(model, text, prompt), 1e-5, f"{switches} text {i}")
     expected_dim = 128 if model.config.output_pooling == "contextual_eos" else 64
     assert model.embedding_dim == expected_dim == batch.shape[1]
+
+
+def test_contextual_share_weighs_the_cosine_of_each_half(build_tiny, texts):
+    """Per-half normalisation: cos(a, b) = share·cos(h_C) + (1 - share)·cos(h_EOS), from the raw halves."""
+    model = build_tiny("llama", normalization="per_half", contextual_share=0.8)
+    raw = model.encode(texts[:2], normalize=False)
+    half = raw.shape[1] // 2
+
+    def cosine(a: np.ndarray, b: np.ndarray) -> float:
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    expected = 0.8 * cosine(raw[0, :half], raw[1, :half]) + 0.2 * cosine(raw[0, half:], raw[1, half:])
+    unit = model.encode(texts[:2])
+    assert np.linalg.norm(unit, axis=1) == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert float(unit[0] @ unit[1]) == pytest.approx(expected, abs=1e-5)
 
 
 def test_contextual_token_goes_after_bos_or_first(build_tiny):

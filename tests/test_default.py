@@ -137,6 +137,8 @@ def test_trained_default_is_the_untrained_assembly_with_the_shipped_files(defaul
     reference.set_token_budgets(
         encoder_max_length=changes.get("encoder_max_length"), llm_max_length=changes.get("llm_max_length")
     )
+    for setting in ("normalization", "contextual_share"):  # inference settings, chosen on the selection data
+        setattr(reference.config, setting, changes.get(setting, getattr(reference.config, setting)))
     np.testing.assert_allclose(default_model.encode(SENTENCES), reference.encode(SENTENCES), atol=2e-5)
     assert not hasattr(default_model.llm, "peft_config"), "the adapter is merged: plain LLM at inference"
     assert not torch.equal(default_model.llm.layers[0].self_attn.q_proj.weight,

@@ -183,6 +183,22 @@ def test_ship_writes_small_files_that_rebuild_the_trained_model(tmp_path, monkey
     assert np.abs(rebuilt.encode(texts) - Causal2Vec.from_pretrained(tiny_checkpoint).encode(texts)).max() > 1e-2
 
 
+def test_ship_records_inference_settings_and_refuses_bad_ones(tmp_path, monkeypatch, adapter_run, tiny_checkpoint):
+    from training import ship
+
+    monkeypatch.setattr(ship, "untrained_checkpoint", lambda: tiny_checkpoint)
+    args = ["--run", str(adapter_run), "--notes", "n", "--set", "normalization=per_half"]
+    args += ["--set", "contextual_share=0.8"]
+    assert ship.main([*args, "--output", str(tmp_path / "shipped")]) == 0
+    changes = json.loads((tmp_path / "shipped" / "config.json").read_text())
+    assert changes["normalization"] == "per_half" and changes["contextual_share"] == 0.8
+    with pytest.raises(ValueError, match=r"settings \['contextual_shares'\] name no config field"):
+        ship.ship(adapter_run, tmp_path / "bad", notes="n", settings={"contextual_shares": 0.8})
+    with pytest.raises(ValueError, match=r"contextual_share=2 must be a number from 0 to 1"):
+        ship.ship(adapter_run, tmp_path / "bad", notes="n", settings={"contextual_share": 2})
+    assert not (tmp_path / "bad").exists()
+
+
 def test_ship_refuses_a_run_whose_base_weights_changed(tmp_path, monkeypatch, tiny_checkpoint, two_datasets):
     from training import ship
 

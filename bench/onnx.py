@@ -54,15 +54,20 @@ from export.score import task_scores  # noqa: E402
 Encoder = Callable[[list[str], int], np.ndarray]
 
 
-def export(folder: Path, options, device: str = "cpu") -> OnnxCausal2Vec:
-    """The default's export with ``options`` in ``folder``, written unless a current one is there."""
-    from export.folder import export_folder, fingerprint
+def export(folder: Path, options, device: str = "cpu") -> OnnxCausal2Vec | None:
+    """The default's export with ``options`` in ``folder``, written unless a current one is there; ``None`` (and the
+    figures printed) when the export refuses a graph that breaks parity."""
+    from export.folder import ParityError, export_folder, fingerprint
 
     source = Causal2Vec.from_pretrained("default")
     manifest = folder / MANIFEST_FILE
     if not manifest.is_file() or json.loads(manifest.read_text())["source"]["fingerprint"] != fingerprint(source):
         start = time.perf_counter()
-        report = export_folder(source, folder, options, source="default")
+        try:
+            report = export_folder(source, folder, options, source="default")
+        except ParityError as err:
+            print(f"<!-- {folder.name}: refused by the export: {err} -->", flush=True)
+            return None
         print(f"<!-- exported {folder.name} in {time.perf_counter() - start:.0f} s; checked on "
               f"{report.manifest['checked_on']} -->", flush=True)  # fmt: skip
     return OnnxCausal2Vec.from_pretrained(folder, device=device, strict=device != "cpu")
@@ -88,7 +93,7 @@ def rows(device: str, work: Path) -> dict[str, Encoder]:
             "ort fp16": export(work / "fp16", ExportOptions(fp16=True), device=device),
             "torch bf16": Causal2Vec.from_pretrained("default", dtype="bfloat16", device=device),
         }
-    return {name: encoder(model) for name, model in models.items()}
+    return {name: encoder(model) for name, model in models.items() if model is not None}
 
 
 def interleaved(encoders: dict[str, Encoder], chunks: list[list[str]], batch: int, rounds: int) -> dict[str, list]:
@@ -128,7 +133,8 @@ def main() -> None:
     throughput = {name: args.n32 / sum(times) for name, times in batched.items()}
     scores = {}
     if args.device == "cpu" and not args.no_ndcg:
-        folders = {"ort fp32": args.work / "fp32", "ort int8": args.work / "int8"}
+        folders = {name: args.work / folder for name, folder in (("ort fp32", "fp32"), ("ort int8", "int8"))
+                   if name in encoders}  # fmt: skip
         scores = task_scores(folders, "onnx", output=args.work / "eval")
     print(f"\n{args.n1} texts at batch 1, {args.n32} at batch {big}; BBC News validation articles; device "
           f"{args.device}\n")  # fmt: skip

@@ -101,14 +101,36 @@ def optimize(source: Path, target: Path, *, external_data: bool | None = None) -
     return fused
 
 
+def mlp_down_projections(path: Path) -> list[str]:
+    """The MatMul nodes that narrow ``k -> n`` where another MatMul widens ``n -> k``: the MLPs' down projections.
+
+    Their inputs (the MLP's inner activations) carry the few huge outliers that per-tensor dynamic quantisation of
+    activations cannot represent. On the trained default, keeping them in float32 (a seventh of the LLM's matrix
+    products) raised ``h_EOS``'s lowest cosine with float32 over 12 BBC articles from 0.86 to 0.98.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    shapes = {t.name: tuple(t.dims) for t in model.graph.initializer if len(t.dims) == 2}
+    weights = {n.name: next((shapes[i] for i in n.input if i in shapes), None) for n in model.graph.node
+               if n.op_type == "MatMul"}  # fmt: skip
+    widening = {w for w in weights.values() if w is not None and w[1] > w[0]}
+    return [name for name, w in weights.items() if w is not None and (w[1], w[0]) in widening]
+
+
 def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamically quantise the matrix products of ``source`` to int8 weights (per channel), for CPUs."""
+    """Dynamically quantise the matrix products of ``source`` to int8 weights (per channel), for CPUs.
+
+    The MLPs' down projections stay in float32 (:func:`mlp_down_projections`).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     large = source.stat().st_size + sum(p.stat().st_size for p in source.parent.glob(f"{source.name}.data"))
+    kept = mlp_down_projections(source)
+    logger.info("int8: %d MLP down projections stay in float32", len(kept))
     quantize_dynamic(
         str(source), str(target), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
-        use_external_data_format=large >= TWO_GB,
+        nodes_to_exclude=kept, use_external_data_format=large >= TWO_GB,
     )  # fmt: skip
 
 

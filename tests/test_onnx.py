@@ -196,6 +196,12 @@ def test_optimize_fp16_and_int8_exports_keep_parity_and_say_what_they_are(tiny_c
             )
             assert scores["int8"] == pytest.approx(100 * _bbc_reference(exported), abs=1e-2)
             assert f"cost {scores['float32'] - scores['int8']:+.2f} points" in printed, printed
+            graph = pytest.importorskip("onnx").load(str(out / "onnx" / "model.onnx"))
+            shapes = {t.name: tuple(t.dims) for t in graph.graph.initializer if len(t.dims) == 2}
+            float_matmuls = [next((shapes[i] for i in n.input if i in shapes), None) for n in graph.graph.node
+                             if n.op_type == "MatMul"]  # fmt: skip
+            assert float_matmuls.count((128, 64)) == 2, "the LLM's MLP down projections stay in float32"
+            assert (64, 128) not in float_matmuls, "the LLM's up and gate projections are quantised"
         else:
             assert not (out / "onnx" / "scores.json").exists()
     out = tmp_path / "fp16"

@@ -121,8 +121,10 @@ class QueryDocumentMethods:
 
 
 def normalize_embeddings(embeddings: torch.Tensor, config: Causal2VecConfig) -> torch.Tensor:
-    """L2-normalise embeddings as ``config.normalization`` says (whole vector, or each half weighted by
-    ``config.contextual_share``)."""
+    """L2-normalise embeddings as ``config.normalization`` says.
+
+    ``whole`` normalises the vector; ``per_half`` normalises each half and weighs them by ``config.contextual_share``.
+    """
     if config.normalization == "per_half" and config.output_pooling == "contextual_eos":
         h_c, h_eos = embeddings.chunk(2, dim=-1)
         share = config.contextual_share

@@ -112,10 +112,9 @@ def mlp_down_projections(path: Path) -> list[str]:
 
     model = onnx.load(str(path), load_external_data=False)
     shapes = {t.name: tuple(t.dims) for t in model.graph.initializer if len(t.dims) == 2}
-    weights = {n.name: next((shapes[i] for i in n.input if i in shapes), None) for n in model.graph.node
-               if n.op_type == "MatMul"}  # fmt: skip
-    widening = {w for w in weights.values() if w is not None and w[1] > w[0]}
-    return [name for name, w in weights.items() if w is not None and (w[1], w[0]) in widening]
+    weights = {n.name: shapes[i] for n in model.graph.node if n.op_type == "MatMul" for i in n.input if i in shapes}
+    widening = {w for w in weights.values() if w[1] > w[0]}
+    return [name for name, w in weights.items() if (w[1], w[0]) in widening]
 
 
 def quantize_int8(source: Path, target: Path) -> None:

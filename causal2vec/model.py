@@ -285,7 +285,11 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         embeds = self.llm.get_input_embeddings()(llm_input_ids)  # (B, T, D)
         k = self.inputs.contextual_index
         embeds = torch.cat([embeds[:, :k], c.to(embeds.dtype).unsqueeze(1), embeds[:, k + 1 :]], dim=1)
-        out = self.llm(inputs_embeds=embeds, use_cache=False)
+        # The LLM's default positions, given one row per text: an ONNX graph at opset 23 then carries rotary caches
+        # of the batch's size, which onnxruntime's RotaryEmbedding needs (it refuses a batch of 1 broadcast).
+        batch, length = llm_input_ids.shape
+        positions = torch.arange(length, device=embeds.device).expand(batch, length)
+        out = self.llm(inputs_embeds=embeds, position_ids=positions, use_cache=False)
         return out.last_hidden_state
 
     def forward(

@@ -37,13 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--opset",
         type=int,
-        default=18,
+        default=None,
         help="ONNX opset version, 18 to the newest the installed exporter converts to (25 with onnxscript 0.7); "
-        "default 18",
+        "default 23 (whose fused attention, rotary and RMS norm ops onnxruntime's CPU provider runs), 18 with --fp16",
     )
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="a float16 graph for GPUs (float32 in and out)")
-    precision.add_argument("--int8", action="store_true", help="a dynamically quantised int8 graph for CPUs")
+    precision.add_argument("--int8", action="store_true", help="an int8 graph for CPUs (int8 matrix products)")
     parser.add_argument("--optimize", action="store_true", help="apply onnxruntime's transformer fusions first")
     parser.add_argument(
         "--score",
@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from export.folder import ExportOptions, ParityError, check_output, export_folder
     from export.onnx_export import check_opset
 
-    check_opset(args.opset, name="--opset")
+    if args.opset is not None:
+        check_opset(args.opset, name="--opset")
     options = ExportOptions(
         opset=args.opset,
         fp16=args.fp16,
@@ -92,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
           f"{', external data' if manifest['external_data'] else ''})")  # fmt: skip
     if manifest["fused"] is not None:
         print(f"fused by onnxruntime's transformer optimizer: {manifest['fused'] or 'nothing'}")
+    if manifest["quantized"] is not None:
+        print("int8 matrix products: {blockwise} block-wise, {dynamic} dynamic".format(**manifest["quantized"]))
     if parity is None:
         print(f"parity not checked: no onnxruntime provider here can run the {manifest['precision']} graph")
     else:

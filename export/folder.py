@@ -41,7 +41,7 @@ from causal2vec.onnx_backend import (
 )
 from causal2vec.runtime import file_checksum, replace_dir
 from export import transforms
-from export.onnx_export import DEFAULT_OPSET, Parity, check_opset, check_parity, trace_onnx
+from export.onnx_export import DEFAULT_OPSET, FP16_OPSET, Parity, check_opset, check_parity, trace_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +64,17 @@ class ExportOptions:
     """What :func:`export_folder` writes.
 
     Attributes:
-        opset: The ONNX opset (see :func:`export.onnx_export.supported_opsets`).
+        opset: The ONNX opset (see :func:`export.onnx_export.supported_opsets`); ``None`` for the default of the
+            precision: :data:`~export.onnx_export.FP16_OPSET` for fp16, :data:`~export.onnx_export.DEFAULT_OPSET`
+            otherwise.
         fp16: A float16 graph for GPUs (float32 inputs and outputs).
         optimize: Apply onnxruntime's transformer fusions first.
-        int8: A dynamically quantised int8 graph for CPUs.
+        int8: An int8 graph for CPUs (see :func:`export.transforms.quantize_int8`).
         keep_torch: Also write the torch weights, so the folder is a checkpoint too.
         external_data: Weights in ``model.onnx.data``: ``None`` when the graph passes 2 GB, or forced on / off.
     """
 
-    opset: int = DEFAULT_OPSET
+    opset: int | None = None
     fp16: bool = False
     optimize: bool = False
     int8: bool = False
@@ -82,6 +84,8 @@ class ExportOptions:
     def __post_init__(self) -> None:
         if self.fp16 and self.int8:
             raise ValueError("fp16 and int8 exclude each other: fp16 is for GPUs, int8 for CPUs; choose one")
+        if self.opset is None:
+            object.__setattr__(self, "opset", FP16_OPSET if self.fp16 else DEFAULT_OPSET)  # frozen: set once, here
         check_opset(self.opset)
 
     @property
@@ -160,7 +164,7 @@ def export_folder(
         work = Path(tmp)
         graph = staging / ONNX_FILE
         current = trace_onnx(model, work / "fp32" / "model.onnx", options.opset, external_data=options.external_data)
-        fused = None
+        fused = quantized = None
         if options.optimize:
             fused = transforms.optimize(current, work / "optimized" / "model.onnx", external_data=options.external_data)
             current = work / "optimized" / "model.onnx"
@@ -168,7 +172,7 @@ def export_folder(
             transforms.to_fp16(current, graph, external_data=options.external_data)
         elif options.int8:
             graph.parent.mkdir(parents=True, exist_ok=True)
-            transforms.quantize_int8(current, graph)
+            quantized = transforms.quantize_int8(current, graph)
         else:
             graph.parent.mkdir(parents=True, exist_ok=True)
             for file in current.parent.iterdir():  # the graph and its external data, if any
@@ -189,6 +193,7 @@ def export_folder(
             "checked_on": provider,
             "parity": None if parity is None else dataclasses.asdict(parity),
             "fused": fused,
+            "quantized": quantized,
             "embedding_dim": model.embedding_dim,
             "inputs": list(INPUT_NAMES),
             "output": OUTPUT_NAME,
@@ -234,6 +239,6 @@ def _check(model: Causal2Vec, graph: Path, precision: Precision, ort: Any) -> tu
     if precision != "fp16":  # the CPU runs float32 and int8 graphs: failing here is the graph's fault
         raise ValueError(
             f"onnxruntime {ort.__version__} cannot run the {precision} graph (see the warnings above); nothing "
-            f"was written. Opset {DEFAULT_OPSET} is the one checked here"
+            f"was written. Opset {DEFAULT_OPSET} is the one checked here for CPUs"
         )
     return None, None

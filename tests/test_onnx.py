@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from causal2vec import Causal2Vec, SemanticIndex
 from causal2vec.config import CONFIG_NAME
@@ -68,13 +69,15 @@ def test_export_command_writes_a_self_contained_folder_with_its_manifest(tiny_ch
     out = tmp_path / "exported"
     assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"wrote {out} (fp32, opset 18" in printed and "min cosine 0.99999" in printed, printed
+    assert f"wrote {out} (fp32, opset 23" in printed and "min cosine 0.99999" in printed, printed
     assert "(CPUExecutionProvider) vs torch float32" in printed
     assert not list(out.rglob("*.safetensors")), "no torch weights unless --keep-torch"
     assert {p.relative_to(out).as_posix() for p in out.iterdir()} == {CONFIG_NAME, "encoder", "llm", "onnx"}
     assert not list(tmp_path.glob(".*")), "no staging folders left"
     manifest = json.loads((out / "onnx" / "manifest.json").read_text())
-    assert manifest["precision"] == "fp32" and manifest["opset"] == 18 == _written_opset(out / "onnx" / "model.onnx")
+    assert manifest["precision"] == "fp32" and manifest["opset"] == 23 == _written_opset(out / "onnx" / "model.onnx")
+    ops = {n.op_type for n in pytest.importorskip("onnx").load(str(out / "onnx" / "model.onnx")).graph.node}
+    assert {"Attention", "RotaryEmbedding", "RMSNormalization"} <= ops, "opset 23's fused ops, which the CPU runs"
     assert manifest["onnxruntime"] == require_onnxruntime().__version__
     assert manifest["checked_on"] == "CPUExecutionProvider" and manifest["parity"]["min_cosine"] > 0.9999
     assert manifest["source"]["fingerprint"] == fingerprint(Causal2Vec.from_pretrained(tiny_checkpoint))
@@ -196,12 +199,21 @@ def test_optimize_fp16_and_int8_exports_keep_parity_and_say_what_they_are(tiny_c
             )
             assert scores["int8"] == pytest.approx(100 * _bbc_reference(exported), abs=1e-2)
             assert f"cost {scores['float32'] - scores['int8']:+.2f} points" in printed, printed
+            # Block-wise: each LLM layer's down projection and each encoder layer's two MLP halves; dynamic: the
+            # other linear layers of both transformers' layers. Counted on the torch modules, then in the graph.
+            model = Causal2Vec.from_pretrained(tiny_checkpoint)
+            linears = [name for part in (model.encoder, model.llm) for name, module in part.named_modules()
+                       if isinstance(module, torch.nn.Linear) and re.search(r"\.\d+\.", name)]  # fmt: skip
+            blockwise = [
+                n for n in linears if re.search(r"\.\d+\.(mlp\.down_proj|intermediate\.dense|output\.dense)$", n)
+            ]
+            assert len(blockwise) == model.llm.config.num_hidden_layers + 2 * model.encoder.config.num_hidden_layers
+            expected = {"blockwise": len(blockwise), "dynamic": len(linears) - len(blockwise)}
+            assert manifest["quantized"] == expected and "int8 matrix products: " in printed, printed
             graph = pytest.importorskip("onnx").load(str(out / "onnx" / "model.onnx"))
-            shapes = {t.name: tuple(t.dims) for t in graph.graph.initializer if len(t.dims) == 2}
-            float_matmuls = [next((shapes[i] for i in n.input if i in shapes), None) for n in graph.graph.node
-                             if n.op_type == "MatMul"]  # fmt: skip
-            assert float_matmuls.count((128, 64)) == 2, "the LLM's MLP down projections stay in float32"
-            assert (64, 128) not in float_matmuls, "the LLM's up and gate projections are quantised"
+            ops = [n.op_type for n in graph.graph.node]
+            assert ops.count("MatMulNBits") == expected["blockwise"], ops
+            assert ops.count("DynamicQuantizeMatMul") + ops.count("MatMulInteger") == expected["dynamic"], ops
         else:
             assert not (out / "onnx" / "scores.json").exists()
     out = tmp_path / "fp16"

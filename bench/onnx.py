@@ -4,7 +4,7 @@ CPU rows (``--device cpu``, the default):
 
 - ``ort fp32``, ``ort fp32 optimised`` (``--optimize``) and ``ort int8`` (``--int8``): self-contained exports written
   by :func:`export.folder.export_folder` into ``--work`` (each checked against torch before it is written; reused
-  while the default's fingerprint is unchanged);
+  while the default's fingerprint, the opset and onnxruntime's version are unchanged);
 - ``torch fp32`` and ``torch bf16``: ``Causal2Vec.from_pretrained("default")``.
 
 Every row embeds the same BBC News validation articles (title and body; the default's encoder reads up to 512
@@ -61,7 +61,8 @@ def export(folder: Path, options, device: str = "cpu") -> OnnxCausal2Vec | None:
 
     source = Causal2Vec.from_pretrained("default")
     manifest = folder / MANIFEST_FILE
-    if not manifest.is_file() or json.loads(manifest.read_text())["source"]["fingerprint"] != fingerprint(source):
+    current = {"fingerprint": fingerprint(source), "opset": options.opset, "onnxruntime": ort_version()}
+    if not manifest.is_file() or _written(json.loads(manifest.read_text())) != current:
         start = time.perf_counter()
         try:
             report = export_folder(source, folder, options, source="default")
@@ -71,6 +72,19 @@ def export(folder: Path, options, device: str = "cpu") -> OnnxCausal2Vec | None:
         print(f"<!-- exported {folder.name} in {time.perf_counter() - start:.0f} s; checked on "
               f"{report.manifest['checked_on']} -->", flush=True)  # fmt: skip
     return OnnxCausal2Vec.from_pretrained(folder, device=device, strict=device != "cpu")
+
+
+def ort_version() -> str:
+    """The installed onnxruntime's version."""
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def _written(manifest: dict) -> dict:
+    """What decides whether an earlier export in the work folder is still the one to time."""
+    return {"fingerprint": manifest["source"]["fingerprint"], "opset": manifest["opset"],
+            "onnxruntime": manifest["onnxruntime"]}  # fmt: skip
 
 
 def rows(device: str, work: Path) -> dict[str, Encoder]:

@@ -189,6 +189,7 @@ def test_optimize_fp16_and_int8_exports_keep_parity_and_say_what_they_are(tiny_c
         assert manifest["precision"] == precision and manifest["checked_on"] == "CPUExecutionProvider"
         if flag == "--optimize":
             assert isinstance(manifest["fused"], dict) and "fused by onnxruntime's transformer optimizer" in printed
+            assert "RotaryEmbedding" not in manifest["fused"], "written by the exporter at opset 23, not fused"
         exported = OnnxCausal2Vec.from_pretrained(out)  # verifies every checksum, scores.json's included
         got = exported.encode(texts)
         assert ((got * reference).sum(1) >= min_cosine).all(), (got * reference).sum(1)
@@ -199,15 +200,16 @@ def test_optimize_fp16_and_int8_exports_keep_parity_and_say_what_they_are(tiny_c
             )
             assert scores["int8"] == pytest.approx(100 * _bbc_reference(exported), abs=1e-2)
             assert f"cost {scores['float32'] - scores['int8']:+.2f} points" in printed, printed
-            # Block-wise: each LLM layer's down projection and each encoder layer's two MLP halves; dynamic: the
-            # other linear layers of both transformers' layers. Counted on the torch modules, then in the graph.
+            # Block-wise: each LLM layer's down, key and value projections and each encoder layer's two MLP layers,
+            # query and key; dynamic: the other linear layers of both transformers' layers. Counted on the torch
+            # modules, then in the graph.
             model = Causal2Vec.from_pretrained(tiny_checkpoint)
             linears = [name for part in (model.encoder, model.llm) for name, module in part.named_modules()
                        if isinstance(module, torch.nn.Linear) and re.search(r"\.\d+\.", name)]  # fmt: skip
-            blockwise = [
-                n for n in linears if re.search(r"\.\d+\.(mlp\.down_proj|intermediate\.dense|output\.dense)$", n)
-            ]
-            assert len(blockwise) == model.llm.config.num_hidden_layers + 2 * model.encoder.config.num_hidden_layers
+            kinds = r"mlp\.down_proj|self_attn\.[kv]_proj|intermediate\.dense|output\.dense|attention\.self\.query"
+            kinds += r"|attention\.self\.key"
+            blockwise = [name for name in linears if re.search(rf"\.\d+\.({kinds})$", name)]
+            assert len(blockwise) == 3 * model.llm.config.num_hidden_layers + 4 * model.encoder.config.num_hidden_layers
             expected = {"blockwise": len(blockwise), "dynamic": len(linears) - len(blockwise)}
             assert manifest["quantized"] == expected and "int8 matrix products: " in printed, printed
             graph = pytest.importorskip("onnx").load(str(out / "onnx" / "model.onnx"))

@@ -24,7 +24,7 @@ batch 64.
 It ends with each target and PASS/FAIL: on CPU, the best ONNX batch-1 latency at most torch fp32's / 1.5 and the best
 ONNX batch-32 throughput at least torch bf16's; on GPU, ort fp16 throughput at batch 64 at least torch bf16's.
 
-    .venv/bin/python bench/onnx.py                       # CPU, about 25 minutes on 2 cores (exports included)
+    .venv/bin/python bench/onnx.py                       # CPU, about 20 minutes on 2 cores (exports included)
     .venv/bin/python bench/onnx.py --no-ndcg --n1 16     # quicker
     .venv/bin/python bench/onnx.py --device cuda         # GPU rows
 """

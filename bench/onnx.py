@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))  # the repository's export/ and eval/ packages
 
 from causal2vec import Causal2Vec, OnnxCausal2Vec  # noqa: E402
 from causal2vec.data.bbc import bbc_news_split  # noqa: E402
-from causal2vec.onnx_backend import MANIFEST_FILE  # noqa: E402
+from causal2vec.onnx_backend import MANIFEST_FILE, require_onnxruntime  # noqa: E402
 from export.score import task_scores  # noqa: E402
 
 Encoder = Callable[[list[str], int], np.ndarray]
@@ -61,7 +61,8 @@ def export(folder: Path, options, device: str = "cpu") -> OnnxCausal2Vec | None:
 
     source = Causal2Vec.from_pretrained("default")
     manifest = folder / MANIFEST_FILE
-    current = {"fingerprint": fingerprint(source), "opset": options.opset, "onnxruntime": ort_version()}
+    ort = require_onnxruntime()
+    current = {"fingerprint": fingerprint(source), "opset": options.opset, "onnxruntime": ort.__version__}
     if not manifest.is_file() or _written(json.loads(manifest.read_text())) != current:
         start = time.perf_counter()
         try:
@@ -72,13 +73,6 @@ def export(folder: Path, options, device: str = "cpu") -> OnnxCausal2Vec | None:
         print(f"<!-- exported {folder.name} in {time.perf_counter() - start:.0f} s; checked on "
               f"{report.manifest['checked_on']} -->", flush=True)  # fmt: skip
     return OnnxCausal2Vec.from_pretrained(folder, device=device, strict=device != "cpu")
-
-
-def ort_version() -> str:
-    """The installed onnxruntime's version."""
-    import onnxruntime
-
-    return onnxruntime.__version__
 
 
 def _written(manifest: dict) -> dict:

@@ -12,6 +12,7 @@ Each reads ``source`` and writes ``target`` (a graph over 2 GB keeps its weights
 
 from __future__ import annotations
 
+import ast
 import logging
 import re
 from collections import Counter
@@ -130,8 +131,6 @@ def layer_module(node: Any) -> str | None:
 
     ``llm.layers.3.mlp.down_proj`` gives ``mlp.down_proj``, ``encoder.encoder.layer.0.output.dense`` ``output.dense``.
     """
-    import ast
-
     for prop in node.metadata_props:
         if prop.key == NAME_SCOPES:
             scopes = ast.literal_eval(prop.value)  # the enclosing modules, outermost first, then the op's own name
@@ -171,18 +170,16 @@ def quantize_int8(source: Path, target: Path) -> dict[str, int]:
         How many products each kind got: ``{"blockwise": n, "dynamic": m}``.
     """
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic
-    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     from export.onnx_export import _quiet_logger
 
     blockwise, dynamic = int8_plan(source)
-    config = DefaultWeightOnlyQuantConfig(
-        block_size=BLOCK_SIZE, is_symmetric=True, accuracy_level=4, bits=8, quant_format=QuantFormat.QOperator,
-        op_types_to_quantize=("MatMul",),
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(source)), bits=8, block_size=BLOCK_SIZE, is_symmetric=True, accuracy_level=4,
+        op_types_to_quantize=("MatMul",), nodes_to_exclude=dynamic,
     )  # fmt: skip
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), bits=8, block_size=BLOCK_SIZE, is_symmetric=True,
-                                     accuracy_level=4, nodes_to_exclude=dynamic, algo_config=config)  # fmt: skip
     with _quiet_logger("onnxruntime.quantization.matmul_nbits_quantizer"):  # it logs every node it skips
         quantizer.process()
     middle = source.with_name(f"blockwise-{source.name}")

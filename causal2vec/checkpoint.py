@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,13 @@ from causal2vec.adapters import (
 )
 from causal2vec.config import CONFIG_NAME, Causal2VecConfig
 from causal2vec.projector import Projector, check_projector_shapes
-from causal2vec.runtime import file_checksum, remove_stale_siblings, replace_dir, verify_checksum
+from causal2vec.runtime import (
+    file_checksum,
+    member_path,
+    remove_stale_siblings,
+    replace_dir,
+    verify_checksum,
+)
 
 if TYPE_CHECKING:
     from causal2vec.model import Causal2Vec
@@ -51,6 +58,7 @@ PROJECTOR_NAME = "projector.safetensors"
 CARD_NAME = "README.md"
 PART_DIRS = ("encoder", "llm", ADAPTER_DIR, ENCODER_ADAPTER_DIR)  # Hugging Face / peft folders inside a checkpoint
 ST_MODULE_CLASS = "causal2vec.st_module.Causal2VecModule"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")  # torch.save / pickle weight files
 REQUIRED_FILES = (CONFIG_NAME, "encoder/config.json", "llm/config.json", PROJECTOR_NAME)
 
 
@@ -166,7 +174,7 @@ def check_checkpoint(folder: Path) -> None:
     from causal2vec.onnx_backend import MANIFEST_FILE
 
     for name in REQUIRED_FILES:
-        if not (folder / name).is_file():
+        if not member_path(folder, name, "checkpoint file").is_file():
             if (folder / MANIFEST_FILE).is_file():
                 raise FileNotFoundError(
                     f"{folder} is an ONNX export without torch weights (it has no {name}); load it with "
@@ -188,6 +196,8 @@ def load_checkpoint(cls: type[Causal2Vec], folder: Path, dtype: torch.dtype) -> 
     check_checkpoint(folder)
     config = Causal2VecConfig.load(folder / CONFIG_NAME)
     verify_files(folder, config)
+    for part in PART_DIRS:
+        check_safetensors(folder / part)
     encoder, encoder_tokenizer = _load_part(folder / "encoder", dtype)
     llm, llm_tokenizer = _load_part(folder / "llm", dtype)
     projector = _load_projector(folder / PROJECTOR_NAME, config, encoder.config.hidden_size, llm)
@@ -207,11 +217,25 @@ def verify_files(folder: Path, config: Causal2VecConfig) -> None:
         FileNotFoundError: If a recorded file is missing, naming it.
         ValueError: If a file's content differs from what was saved, naming it.
     """
+    for name in sorted({*config.checksums, *_data_names(folder)}):  # all of them, before any is opened
+        member_path(folder, name, "checkpoint file")
     if not config.checksums:
         logger.info("%s records no checksums (saved by an older causal2vec); its files are not verified", folder)
         return
     for name, expected in sorted(config.checksums.items()):
         verify_checksum(folder / name, expected, "checkpoint file")
+
+
+def _data_names(folder: Path) -> list[str]:
+    """The relative names of what the loaders will open: the projector and every entry under the part folders.
+
+    ``os.walk`` does not follow links, so a linked folder is listed (and checked) itself rather than entered.
+    """
+    names = [PROJECTOR_NAME]
+    for part in PART_DIRS:
+        for root, dirs, files in os.walk(folder / part):
+            names += [(Path(root) / n).relative_to(folder).as_posix() for n in (*dirs, *files)]
+    return names
 
 
 def check_finite(model: Causal2Vec, folder: Path) -> None:
@@ -235,9 +259,27 @@ def _part_of(parameter: str) -> str:
     return {"encoder": "encoder/", "llm": "llm/", "projector": PROJECTOR_NAME}.get(parameter.split(".")[0], "?")
 
 
+def check_safetensors(folder: Path) -> None:
+    """Refuse a model or adapter folder whose weights are pickles (``pytorch_model.bin``, ``adapter_model.bin`` …).
+
+    Loading a pickle can run code, so only safetensors are read, whatever a checkpoint carries.
+
+    Raises:
+        ValueError: Naming the pickle files and what to do instead.
+    """
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ValueError(
+            f"{folder} holds its weights as pickles ({', '.join(pickles)}), which can run code when loaded; "
+            f"causal2vec reads safetensors only. Re-save the weights with safe_serialization=True"
+        )
+
+
 def _load_part(folder: Path, dtype: torch.dtype) -> tuple[Any, Any]:
     try:
-        model = AutoModel.from_pretrained(folder, dtype=dtype)
+        model = AutoModel.from_pretrained(folder, dtype=dtype, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, SafetensorError, json.JSONDecodeError) as err:
         raise ValueError(f"corrupt checkpoint part {folder}: {err}") from err

@@ -21,7 +21,7 @@ from transformers import AutoConfig, AutoTokenizer
 from causal2vec.config import CONFIG_NAME, Causal2VecConfig
 from causal2vec.encoding import QueryDocumentMethods, normalize_embeddings
 from causal2vec.layout import Features, InputBuilder
-from causal2vec.runtime import require, verify_checksum
+from causal2vec.runtime import member_path, require, verify_checksum
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class OnnxCausal2Vec(QueryDocumentMethods):
         config = Causal2VecConfig.load(folder / CONFIG_NAME)
         for name, expected in config.checksums.items():  # what this backend reads besides the torch weights
             if name.startswith(ONNX_DIR) or (name.startswith(("encoder/", "llm/")) and "safetensors" not in name):
-                verify_checksum(folder / name, expected, "export file")
+                verify_checksum(member_path(folder, name, "export file"), expected, "export file")
         manifest = _read_manifest(folder)
         providers = execution_providers(device, strict=strict)
         session = None

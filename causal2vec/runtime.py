@@ -11,18 +11,22 @@ Nothing here knows about models or indexes; it is the one place for the idioms t
 
 from __future__ import annotations
 
+import glob
 import importlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}
@@ -164,27 +168,26 @@ def fsync_dir(folder: Path) -> None:
 
 
 @contextmanager
-def replace_dir(target: Path, *, tag: str | None = None) -> Iterator[Path]:
+def replace_dir(target: Path) -> Iterator[Path]:
     """Build a folder aside, then rename it into place; the ``with`` block writes into the folder it is given.
 
-    The folder is built as a hidden sibling (``.name.tmp-<tag>``), so it is on the same file system and the final
-    rename is atomic. An existing ``target`` is renamed aside first and removed only after the new folder is in
-    place; if that rename fails, it is put back. On any error, Ctrl-C included, the partial folder is removed and
-    ``target`` is as it was.
+    The folder is built as a hidden sibling (``.name.tmp-<8 hex>-<pid>``), so it is on the same file system and the
+    final rename is atomic. An existing ``target`` is renamed aside first (``.name.old-<8 hex>-<pid>``) and removed
+    only after the new folder is in place; if that rename fails, it is put back. On any error, Ctrl-C included, the
+    partial folder is removed and ``target`` is as it was. A process killed outright leaves these two names behind,
+    and :func:`remove_stale_siblings` clears exactly them.
 
     Args:
         target: The folder to create or replace.
-        tag: Suffix of the hidden folders' names (default: the process id and a random part); a tag ending in
-            ``-<pid>`` lets :func:`remove_stale_siblings` clear the leftovers of a killed process.
     """
     target = Path(target).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tag = tag or f"{uuid.uuid4().hex[:8]}-{os.getpid()}"
+    tag = f"{uuid.uuid4().hex[:8]}-{os.getpid()}"
     tmp, old = target.with_name(f".{target.name}.tmp-{tag}"), target.with_name(f".{target.name}.old-{tag}")
     tmp.mkdir()
     try:
         yield tmp
-        if target.exists():
+        if target.exists() or target.is_symlink():
             target.rename(old)
         try:
             tmp.rename(target)
@@ -202,10 +205,23 @@ def replace_dir(target: Path, *, tag: str | None = None) -> Iterator[Path]:
 
 
 def remove_stale_siblings(target: Path) -> None:
-    """Remove hidden folders that :func:`replace_dir` left next to ``target`` when their process was killed."""
-    for stale in target.parent.glob(f".{target.name}.*-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if stale.is_dir() and pid.isdigit() and not _alive(int(pid)):
+    """Clear what :func:`replace_dir` left next to ``target`` when its process was killed outright.
+
+    Only the two names it writes count, ``.name.tmp-<8 hex>-<pid>`` and ``.name.old-<8 hex>-<pid>``, and only when
+    that process is no longer alive; anything else beside the target (a user's ``.name.bak-20261201``, say) is left
+    alone. A ``.old`` folder is the previous ``target``: when a kill fell between the two renames and ``target`` is
+    missing, it is renamed back instead of removed.
+    """
+    target = Path(target).absolute()
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(tmp|old)-[0-9a-f]{{8}}-([0-9]+)")
+    for stale in sorted(target.parent.glob(f".{glob.escape(target.name)}.*-*")):
+        match = pattern.fullmatch(stale.name)
+        if match is None or stale.is_symlink() or not stale.is_dir() or _alive(int(match[2])):
+            continue
+        if match[1] == "old" and not (target.exists() or target.is_symlink()):
+            logger.warning("restoring %s from %s, left by a process killed while replacing it", target, stale.name)
+            stale.rename(target)
+        else:
             shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -239,6 +255,28 @@ def write_atomic(path: Path, write: Callable[[IO[Any]], object], *, binary: bool
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def member_path(folder: Path, name: str, what: str) -> Path:
+    """``folder / name`` for a file a folder's own metadata names, refused unless it stays inside ``folder``.
+
+    The name must be relative, in POSIX form, without ``..``; and the file it names, symlinks followed, must lie
+    inside ``folder``. A hub snapshot's links into its repository's blob store (``<repo>/snapshots/<rev>/x`` →
+    ``<repo>/blobs/<hash>``, how ``huggingface_hub`` stores downloads) count as inside. Nothing is opened.
+
+    Raises:
+        ValueError: Naming the name, the folder and the rule, so a crafted config cannot make a loader read (or
+            hash, or test the existence of) a file elsewhere on the machine.
+    """
+    pure = PurePosixPath(name)
+    if not name or pure.is_absolute() or ".." in pure.parts or "\\" in name or "\x00" in name:
+        raise ValueError(f"{what} {name!r} named by {folder} is not a plain relative path inside that folder; refused")
+    path = Path(folder) / name
+    resolved, root = path.resolve(), Path(folder).resolve()
+    roots = [root, root.parent.parent / "blobs"] if root.parent.name == "snapshots" else [root]
+    if not any(resolved.is_relative_to(r) for r in roots):
+        raise ValueError(f"{what} {path} resolves to {resolved}, outside {folder} (a symlink?); refused")
+    return path
 
 
 CHECKSUM_ALGORITHM = "xxh3_128"  # about 8x faster than SHA-256 here (bench/checksum.py)

@@ -332,7 +332,8 @@ documents = model.encode_document(["Solar panels turn sunlight into electricity.
 print(model.similarity(queries, documents))
 ```
 
-It also loads in sentence-transformers: `SentenceTransformer("path/to/this/folder", trust_remote_code=True)`.
+It also loads in sentence-transformers, with no code from this folder run:
+`from causal2vec.st_module import load_sentence_transformer; st = load_sentence_transformer("path/to/this/folder")`.
 
 | switch | value |
 |---|---|

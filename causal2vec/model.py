@@ -171,7 +171,7 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
 
         The folder holds ``causal2vec_config.json`` (with a checksum of every data file), ``encoder/`` and
         ``llm/`` (ordinary Hugging Face folders with their tokenizers), ``projector.safetensors``, a README model
-        card, and the files that let ``SentenceTransformer(path, trust_remote_code=True)`` load it.
+        card, and the files that let sentence-transformers load it (``st_module.load_sentence_transformer``).
 
         Args:
             path: The checkpoint folder: new, empty, or an existing checkpoint (replaced).

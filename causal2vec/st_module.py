@@ -1,8 +1,10 @@
 """A sentence-transformers input module, so a Causal2Vec checkpoint folder loads in ``SentenceTransformer``.
 
-``SentenceTransformer(folder, trust_remote_code=True)`` reads the folder's ``modules.json``, which names
-:class:`Causal2VecModule`; its prompts (``config_sentence_transformers.json``) carry the query instruction, so
-``st.encode_query`` and ``st.encode_document`` match ``Causal2Vec.encode_query`` and ``encode_document``.
+A checkpoint's ``modules.json`` names :class:`Causal2VecModule`; its prompts (``config_sentence_transformers.json``)
+carry the query instruction, so ``st.encode_query`` and ``st.encode_document`` match ``Causal2Vec.encode_query``
+and ``encode_document``. :func:`load_sentence_transformer` loads such a folder with this installed class, so no
+code from the folder runs; ``SentenceTransformer(folder, trust_remote_code=True)`` also works, but that flag lets
+the folder's ``modules.json`` import any module, the folder's own ``.py`` files included.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules.input_module import InputModule
 
-from causal2vec.checkpoint import resolve_folder, write_checkpoint_files
+from causal2vec.checkpoint import ST_MODULE_CLASS, resolve_folder, write_checkpoint_files
 from causal2vec.model import Causal2Vec
 
 # Causal2Vec.forward's argument -> the feature name in sentence-transformers (see Causal2VecModule.preprocess).
@@ -76,3 +79,19 @@ class Causal2VecModule(InputModule):
         hub_kwargs = {k: kwargs[k] for k in ("revision", "token") if kwargs.get(k) is not None}
         folder = resolve_folder(model_name_or_path, **hub_kwargs) / subfolder
         return cls(Causal2Vec.from_pretrained(folder))
+
+
+def load_sentence_transformer(path: str | Path, **kwargs: Any) -> SentenceTransformer:
+    """``SentenceTransformer(path)`` for a Causal2Vec checkpoint folder, without ``trust_remote_code=True``.
+
+    The folder's module type is resolved to this installed :class:`Causal2VecModule` instead of being imported as
+    the folder says; any other custom module a folder names is still refused unless ``trust_remote_code=True`` is
+    passed, as sentence-transformers decides.
+
+    Args:
+        path: A checkpoint folder (or a hub id, when online).
+        **kwargs: Passed to ``SentenceTransformer`` (``device``, ``trust_remote_code``, …).
+    """
+    # sentence-transformers' trainer reloads its best checkpoint through this classmethod (base/trainer.py); it is
+    # the library's one way to map a modules.json type to a class already imported, so trust stays with the package.
+    return SentenceTransformer._load_with_module_classes(str(path), {ST_MODULE_CLASS: Causal2VecModule}, **kwargs)

@@ -7,12 +7,12 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from causal2vec import Causal2Vec
-from causal2vec.st_module import Causal2VecModule
+from causal2vec.st_module import Causal2VecModule, load_sentence_transformer
 
 
 @pytest.fixture(scope="module")
 def st_model(tiny_checkpoint) -> SentenceTransformer:
-    return SentenceTransformer(str(tiny_checkpoint), trust_remote_code=True, device="cpu")
+    return load_sentence_transformer(tiny_checkpoint, device="cpu")
 
 
 def test_documents_match_encode(st_model, tiny_model, texts):
@@ -44,6 +44,27 @@ def test_dimension_and_similarity(st_model, tiny_model):
 def test_refused_without_trust_remote_code(tiny_checkpoint):
     with pytest.raises(ValueError, match="trust_remote_code"):
         SentenceTransformer(str(tiny_checkpoint), device="cpu")
+
+
+def test_trust_remote_code_gives_the_same_model(st_model, tiny_checkpoint, texts):
+    trusted = SentenceTransformer(str(tiny_checkpoint), trust_remote_code=True, device="cpu")
+    np.testing.assert_array_equal(trusted.encode(texts), st_model.encode(texts))
+
+
+def test_a_folders_own_code_does_not_run(tmp_path, tiny_checkpoint):
+    """A downloaded folder whose modules.json names a module of its own: refused, and its code never runs."""
+    import json
+    import shutil
+
+    folder = shutil.copytree(tiny_checkpoint, tmp_path / "evil")
+    marker = tmp_path / "ran"
+    (folder / "evilmod.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nclass Evil: pass\n")
+    modules = json.loads((folder / "modules.json").read_text())
+    modules.append({"idx": 1, "name": "1", "path": "", "type": "evilmod.Evil"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ValueError, match=r"(?s)evilmod\.Evil.*trust_remote_code=True"):
+        load_sentence_transformer(folder, device="cpu")
+    assert not marker.exists(), "the folder's code ran"
 
 
 def test_sentence_transformers_save_round_trip(tmp_path, st_model, tiny_model, texts):

@@ -19,8 +19,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,7 +39,7 @@ from causal2vec.onnx_backend import (
     OnnxCausal2Vec,
     require_onnxruntime,
 )
-from causal2vec.runtime import file_checksum, replace_dir
+from causal2vec.runtime import file_checksum, remove_stale_siblings, replace_dir
 from export import transforms
 from export.onnx_export import DEFAULT_OPSET, FP16_OPSET, Parity, check_opset, check_parity, trace_onnx
 
@@ -110,12 +110,16 @@ class ExportReport:
 
 
 def check_output(output: Path, source: Path | None) -> None:
-    """Refuse an output folder inside the source checkpoint, or one that holds something other than an export.
+    """Refuse an output folder inside the source checkpoint, or one that holds anything an export does not write.
+
+    An earlier export may be replaced: its config lists every file it wrote (with their checksums), so a file or
+    folder a user added to it is found and the folder is refused rather than replaced with it.
 
     Raises:
-        ValueError: Naming the folder and what to do instead.
+        ValueError: Naming the folder, what is in the way, and what to do instead.
     """
     output = output.expanduser().absolute()
+    _check_no_broken_link(output)
     if source is not None and source.is_dir() and output.resolve().is_relative_to(source.resolve()):
         raise ValueError(
             f"--output {output} is inside the source model {source}; write the export to a folder of its own "
@@ -123,10 +127,42 @@ def check_output(output: Path, source: Path | None) -> None:
         )
     if output.is_file():
         raise ValueError(f"--output {output} is a file; name a new folder")
-    if output.is_dir() and any(output.iterdir()) and not (output / MANIFEST_FILE).is_file():
+    if not output.is_dir() or not any(output.iterdir()):
+        return
+    if not (output / MANIFEST_FILE).is_file():
         raise ValueError(
             f"--output {output} exists and is not an ONNX export (it has no {MANIFEST_FILE}); name a new folder"
         )
+    foreign = _not_written_by_export(output)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ValueError(
+            f"--output {output} is an earlier export that also holds what an export does not write ({shown}); "
+            f"replacing it would delete them. Move them out, or name a new folder"
+        )
+
+
+def _check_no_broken_link(output: Path) -> None:
+    """Refuse an output whose path runs through a symlink that points nowhere (``mkdir`` would fail on it)."""
+    for path in (output, *output.parents):
+        if path.is_symlink() and not path.exists():
+            raise ValueError(
+                f"--output {output}: {path} is a broken symlink (to {path.readlink()}); remove it or name another "
+                f"folder"
+            )
+
+
+def _not_written_by_export(folder: Path) -> list[str]:
+    """What a folder holds beyond the files its export config records (and their folders), as relative names."""
+    try:
+        written = set(json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")).get("checksums") or {})
+    except (OSError, ValueError, AttributeError):
+        written = set()  # an unreadable config records nothing: every file counts as the user's
+    known = {CONFIG_NAME, *written, *(parent.as_posix() for name in written for parent in Path(name).parents)}
+    found = []
+    for root, dirs, files in os.walk(folder):  # links are listed, not followed
+        found += [(Path(root) / name).relative_to(folder).as_posix() for name in (*dirs, *files)]
+    return sorted(name for name in found if name not in known)
 
 
 def fingerprint(model: Causal2Vec) -> str:
@@ -160,8 +196,9 @@ def export_folder(
     output = output.expanduser().absolute()
     check_output(output, None)
     model = model.to(device="cpu", dtype=torch.float32).eval()
-    with replace_dir(output) as staging, tempfile.TemporaryDirectory(dir=output.parent, prefix=".export-") as tmp:
-        work = Path(tmp)
+    remove_stale_siblings(output)  # what a killed export left beside it
+    with replace_dir(output) as staging:
+        work = staging / ".work"  # intermediate graphs, inside the staging folder: a kill leaves one leftover
         graph = staging / ONNX_FILE
         current = trace_onnx(model, work / "fp32" / "model.onnx", options.opset, external_data=options.external_data)
         fused = quantized = None
@@ -177,6 +214,7 @@ def export_folder(
             graph.parent.mkdir(parents=True, exist_ok=True)
             for file in current.parent.iterdir():  # the graph and its external data, if any
                 shutil.move(str(file), graph.parent / file.name)
+        shutil.rmtree(work)
         transforms.stamp(graph, {PRECISION_KEY: options.precision})
         if options.keep_torch:
             write_checkpoint_files(model, staging)

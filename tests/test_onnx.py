@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 
@@ -161,6 +162,52 @@ def test_export_replaces_an_earlier_export_and_refuses_other_folders(tiny_checkp
     assert (other / "notes.txt").read_text() == "keep me" and not inside.exists()
     assert main(["--model", str(other), "--output", str(tmp_path / "x")]) == 2
     assert f"--model {other} is not a Causal2Vec checkpoint" in capsys.readouterr().err
+
+
+def test_an_earlier_export_holding_the_users_files_is_refused(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "t1"
+    assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    (out / "notes.txt").write_text("notes of the user")
+    (out / "mydata").mkdir()
+    (out / "mydata" / "a.txt").write_text("x")
+    (out / "onnx" / "mine.onnx").write_text("y")
+    assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--output {out} is an earlier export that also holds what an export does not write" in err
+    assert "mydata, mydata/a.txt, notes.txt, onnx/mine.onnx" in err
+    assert (out / "notes.txt").read_text() == "notes of the user" and (out / "mydata" / "a.txt").read_text() == "x"
+    for extra in ("notes.txt", "mydata/a.txt", "mydata", "onnx/mine.onnx"):
+        (out / extra).unlink() if (out / extra).is_file() else (out / extra).rmdir()
+    assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 0, "the export alone is replaceable"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == written
+
+
+def test_a_broken_symlink_on_the_output_path_is_named(tiny_checkpoint, tmp_path, capsys):
+    (tmp_path / "ln").mkdir()
+    (tmp_path / "ln" / "link").symlink_to(tmp_path / "gone")
+    for output in (tmp_path / "ln" / "link" / "sub", tmp_path / "ln" / "link"):
+        assert main(["--model", str(tiny_checkpoint), "--output", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'ln' / 'link'} is a broken symlink (to {tmp_path / 'gone'})" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_export_works_inside_one_hidden_folder_and_sweeps_a_killed_ones(tiny_checkpoint, tmp_path, monkeypatch):
+    from export import folder as folder_module
+    from tests.test_user_files import dead_pid
+
+    stale = tmp_path / f".new1.tmp-0123abcd-{dead_pid()}"  # what a SIGKILL during an export leaves
+    (stale / ".work" / "fp32").mkdir(parents=True)
+    (stale / ".work" / "fp32" / "model.onnx").write_bytes(b"0" * 4096)
+    seen = []
+    trace = folder_module.trace_onnx
+    monkeypatch.setattr(folder_module, "trace_onnx", lambda *a, **k: (seen.append(sorted(os.listdir(tmp_path))),
+                                                                      trace(*a, **k))[1])  # fmt: skip
+    assert main(["--model", str(tiny_checkpoint), "--output", str(tmp_path / "new1")]) == 0
+    assert len(seen[0]) == 1 and seen[0][0].startswith(".new1.tmp-"), f"the export wrote beside its folder: {seen}"
+    assert os.listdir(tmp_path) == ["new1"], "a killed export's leftovers stayed"
+    assert not (tmp_path / "new1" / ".work").exists()
 
 
 def test_an_export_that_breaks_parity_is_refused_with_the_figures(tiny_checkpoint, tmp_path, monkeypatch, capsys):

@@ -61,6 +61,21 @@ def positive_int(value: str) -> int:
     return number
 
 
+def port_number(value: str) -> int:
+    """An argparse ``type`` for ``--port``: a TCP port from 0 (any free port) to 65535.
+
+    Raises:
+        argparse.ArgumentTypeError: Naming the value and the range; argparse adds the flag.
+    """
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a TCP port; give a whole number from 0 to 65535")
+    return number
+
+
 def positive_float(value: str) -> float:
     """An argparse ``type`` for durations (``--timeout 2.5``): a number above 0.
 
@@ -327,7 +342,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         max_batch_size=args.max_batch_size, max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
         max_inputs=args.max_inputs, max_chars=args.max_chars, timeout=args.timeout, api_key=api_key,
-        max_length=None if args.index else args.max_length,
+        max_length=None if args.index else args.max_length, max_body_bytes=args.max_body_bytes,
+        read_timeout=args.read_timeout,
     )  # fmt: skip
     if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         logging.getLogger(__name__).warning("serving on %s without --api-key: anyone who can reach it may use it",
@@ -514,7 +530,7 @@ def _add_serve_parser(subparsers: Any) -> None:
     srv.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 serves other machines)"
     )
-    srv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    srv.add_argument("--port", type=port_number, default=8000, help="TCP port, 0 to 65535 (default 8000)")
     srv.add_argument("--max-batch-size", type=positive_int, default=32, help="texts per model batch at most (32)")
     srv.add_argument(
         "--max-batch-tokens", type=positive_int, default=16384, help="tokens per model batch at most (16384)"
@@ -527,6 +543,14 @@ def _add_serve_parser(subparsers: Any) -> None:
     srv.add_argument(
         "--timeout", type=positive_float, default=30.0, help="seconds a request may wait before a 503 (30)"
     )
+    srv.add_argument(
+        "--max-body-bytes", type=positive_int, default=2_000_000,
+        help="request bodies over this many bytes get 413 before they are read (2000000, as TEI's payload limit)",
+    )  # fmt: skip
+    srv.add_argument(
+        "--read-timeout", type=positive_float, default=30.0,
+        help="seconds a client may take to send a request's headers and body before it is disconnected (30)",
+    )  # fmt: skip
     srv.add_argument(
         "--api-key", help="require 'Authorization: Bearer KEY' on every route but /health (or CAUSAL2VEC_API_KEY)"
     )

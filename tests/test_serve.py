@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -27,6 +28,7 @@ openai = pytest.importorskip("openai")
 
 from causal2vec import Causal2Vec, SemanticIndex  # noqa: E402
 from causal2vec.serve import ServeSettings, create_app  # noqa: E402
+from causal2vec.serve.server import serve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -39,11 +41,12 @@ TEXTS = [
 
 
 class Server:
-    """A uvicorn server in a background thread, on a free port of 127.0.0.1."""
+    """A uvicorn server in a background thread, on a free port of 127.0.0.1, run as ``causal2vec serve`` runs it."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, read_timeout: float = 30.0) -> None:
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        run = serve(self.server, app.state.batcher, read_timeout)
+        self.thread = threading.Thread(target=asyncio.run, args=(run,), daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
@@ -198,6 +201,15 @@ BAD = [
     ({"body": {"input": "ok", "encoding_format": "int8"}}, 422, "encoding_format", "encoding_format"),
     ({"body": {"input": "ok", "input_type": "passage"}}, 422, "input_type", "input_type"),
     ({"body": {"input": "ok", "dimensions": 3}}, 400, "dimensions=3", "dimensions"),
+    ({"raw": b'{"input": "\\ud800"}'}, 400, "input is not valid Unicode: it holds a lone surrogate", "input"),
+    ({"raw": b'{"input": ["ok", "a\\udc00"]}'}, 400, "input[1] is not valid Unicode", "input[1]"),
+    ({"raw": b'{"input": "ok", "model": "\\ud800"}'}, 400, "model is not valid Unicode", "model"),
+    ({"raw": b'{"input": "\xff\xfe ok"}'}, 400, "cannot be parsed: it is not valid UTF-8", None),
+    ({"raw": b"[" * 5000 + b"]" * 5000}, 400, "cannot be parsed: its JSON nests too deeply", None),
+    ({"raw": b'{"input": "ok", "dimensions": 1' + b"0" * 5000 + b"}"}, 400, "too many digits", None),
+    ({"body": {"input": "ok", "dimensions": "128"}}, 422, "dimensions: Input should be a valid integer", "dimensions"),
+    ({"body": {"input": "ok", "dimensions": 128.0}}, 422, "dimensions: Input should be a valid integer", "dimensions"),
+    ({"body": {"input": "ok", "dimensions": True}}, 422, "dimensions: Input should be a valid integer", "dimensions"),
 ]
 
 

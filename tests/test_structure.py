@@ -24,7 +24,7 @@ OWNERS: dict[str, str | None] = {
     "datasets": None,
     "sentence_transformers": "causal2vec/st_module.py",
     "fastapi": "causal2vec/serve/app.py",
-    "uvicorn": "causal2vec/serve/app.py",
+    "uvicorn": "causal2vec/serve/server.py",
     "prometheus_client": "causal2vec/serve/app.py",
     "openai": None,
 }

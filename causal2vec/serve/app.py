@@ -11,12 +11,12 @@ import asyncio
 import base64
 import hmac
 import logging
-import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+from causal2vec.encoding import EmbeddingBackend
 from causal2vec.runtime import require
 from causal2vec.serve.batcher import Batcher, Loaded, ShuttingDown
 
@@ -26,7 +26,10 @@ from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import JSONResponse, Response  # noqa: E402
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest  # noqa: E402
-from pydantic import BaseModel, ConfigDict, Field, StrictStr  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr  # noqa: E402
+from starlette.exceptions import HTTPException  # noqa: E402
+from starlette.routing import Match  # noqa: E402
+from starlette.types import ASGIApp, Message, Receive, Scope, Send  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ class ServeSettings:
     api_key: str | None = None
     snippet: int = 160
     max_length: int | None = None
+    max_body_bytes: int = 2_000_000  # text-embeddings-inference's payload limit
+    read_timeout: float = 30.0  # seconds a client may take to send a request's headers and body (run_server)
 
 
 class ApiError(Exception):
@@ -63,7 +68,7 @@ class EmbeddingRequest(BaseModel):
     model: StrictStr | None = None
     encoding_format: Literal["float", "base64"] = "float"
     input_type: Literal["query", "document"] = "document"
-    dimensions: int | None = None
+    dimensions: StrictInt | None = None  # "1152", 1152.0 and true are refused, not coerced
     user: StrictStr | None = None
 
 
@@ -73,7 +78,7 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: StrictStr | list[StrictStr]
-    k: Annotated[int, Field(ge=1, le=1000)] = 10
+    k: Annotated[StrictInt, Field(ge=1, le=1000)] = 10
 
 
 class Metrics:
@@ -122,7 +127,8 @@ def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, str]:
 def create_app(load: Callable[[], Loaded], settings: ServeSettings = ServeSettings()) -> FastAPI:
     """The FastAPI app; ``load`` returns ``(model, index or None)`` and runs on the model thread at start-up.
 
-    The app answers ``/health`` at once and reports ready once the model is loaded.
+    The app answers ``/health`` at once and reports ready once the model is loaded. A body over
+    ``settings.max_body_bytes`` is refused (413) before it is read, so no client can make the server hold more.
     """
     metrics = Metrics()
     batcher = Batcher(load, max_batch_size=settings.max_batch_size, max_batch_tokens=settings.max_batch_tokens,
@@ -138,6 +144,21 @@ def create_app(load: Callable[[], Loaded], settings: ServeSettings = ServeSettin
 
     app = FastAPI(title="causal2vec", lifespan=lifespan)
     app.state.batcher, app.state.metrics, app.state.settings = batcher, metrics, settings
+    _add_error_handlers(app)
+    app.add_middleware(Gate, routes=app, settings=settings, metrics=metrics)
+    service = _Service(batcher, settings)
+    _add_status_routes(app, service, metrics)
+    _add_model_routes(app, service)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error in OpenAI's shape: the app's own, pydantic's, Starlette's (404, 405, unparsable bodies), bugs."""
+
+    @app.exception_handler(Exception)  # run by Starlette's outermost middleware, which then re-raises to the log
+    async def server_error(_: Request, err: Exception) -> JSONResponse:
+        message = f"internal error ({type(err).__name__}); the server's log has the details"
+        return _error(500, message, kind="server_error")
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, err: ApiError) -> JSONResponse:
@@ -151,65 +172,183 @@ def create_app(load: Callable[[], Loaded], settings: ServeSettings = ServeSettin
         field, message = _validation_message(err.errors())
         return _error(422, message, field)
 
-    @app.middleware("http")
-    async def access(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        path = request.url.path
-        if settings.api_key is not None and path != "/health":
-            header = request.headers.get("authorization", "")
-            given = header[7:] if header[:7].lower() == "bearer " else ""
-            if not hmac.compare_digest(given.encode(), settings.api_key.encode()):  # constant time
-                response: Response = _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                                            kind="authentication_error")  # fmt: skip
-                metrics.requests.labels(path, "401").inc()
-                return response
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
-        return response
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        route = f"{request.method} {request.url.path}"
+        if err.status_code == 404:
+            return _error(404, f"no route {route}; see GET /docs for the routes", kind="not_found_error")
+        if err.status_code == 405:
+            headers = dict(err.headers or {})  # Starlette's "Allow", which HTTP asks a 405 to carry
+            response = _error(405, f"{route} is not allowed; {request.url.path} takes {headers.get('Allow')}")
+            response.headers.update(headers)
+            return response
+        if err.status_code == 400:  # FastAPI's "error parsing the body", raised from the parser's own error
+            return _error(400, f"the body cannot be parsed: {_parse_failure(err.__cause__)}")
+        return _error(err.status_code, str(err.detail))
 
-    def loaded() -> Any:
-        if batcher.error is not None:
-            raise ApiError(503, f"the model failed to load: {batcher.error}", kind="server_error")
-        if not batcher.ready.is_set():
-            raise ApiError(503, "the model is still loading; retry when GET /health reports ready", kind="server_error")
-        return batcher.model
 
-    async def wait(futures: list[Any]) -> list[Any]:
+def _parse_failure(cause: BaseException | None) -> str:
+    """What stopped ``json.loads`` on a body, in a user's words."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"it is not valid UTF-8 (byte {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "its JSON nests too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "a number in it has too many digits"
+    return f"{type(cause).__name__}: {cause}" if cause is not None else "send UTF-8 JSON"
+
+
+def _refusal(request: Request, settings: ServeSettings) -> Response | None:
+    """The answer to a request refused before any route runs: no or a wrong API key, a body too long or not JSON."""
+    if settings.api_key is not None and request.url.path != "/health":
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header[:7].lower() == "bearer " else ""
+        if not hmac.compare_digest(given.encode(), settings.api_key.encode()):  # constant time
+            message = "missing or wrong API key: send 'Authorization: Bearer <key>'"
+            return _error(401, message, kind="authentication_error")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > settings.max_body_bytes:
+        return _too_large(settings)
+    if request.method == "POST":
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            return _error(415, f"the body must be JSON sent with 'Content-Type: application/json' (got "
+                               f"{media or 'no Content-Type'!r})")  # fmt: skip
+    return None
+
+
+class Gate:
+    """What every HTTP request passes before a route runs, as one ASGI middleware.
+
+    It answers 401 (no or a wrong API key) and 415 (a body not sent as JSON) itself, refuses a body over
+    ``settings.max_body_bytes`` (413) before reading it when its Content-Length says so and as soon as the count
+    passes the limit otherwise, and counts every answer by route template, so no client can add label values.
+    Starlette's own limiter (FastAPI's ``max_body_size``) would answer in plain text, outside OpenAI's error shape.
+    """
+
+    def __init__(self, app: ASGIApp, *, routes: FastAPI, settings: ServeSettings, metrics: Metrics) -> None:
+        self.app, self.routes, self.settings, self.metrics = app, routes, settings, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check, then pass the request on with its body counted; the answer's status goes to the metrics."""
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        state: dict[str, Any] = {"received": 0, "status": 500, "answered": False}
+
+        async def limited() -> Message:
+            message = await receive()
+            state["received"] += len(message.get("body", b""))
+            if state["received"] > self.settings.max_body_bytes and not state["answered"]:
+                await _too_large(self.settings)(scope, receive, forward)
+                state["answered"] = True  # the app reads a disconnect, and its own answer is dropped
+            return {"type": "http.disconnect"} if state["answered"] else message
+
+        async def forward(message: Message) -> None:
+            if state["answered"]:
+                return
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+            await send(message)
+
         try:
-            return await asyncio.wait_for(asyncio.gather(*(asyncio.wrap_future(f) for f in futures)), settings.timeout)
+            refusal = _refusal(request, self.settings)
+            if refusal is not None:
+                await refusal(scope, receive, forward)
+            else:
+                await self.app(scope, limited, forward)
+        finally:
+            self.metrics.requests.labels(_route_label(self.routes, request), str(state["status"])).inc()
+
+
+def _too_large(settings: ServeSettings) -> JSONResponse:
+    return _error(413, f"the request body is larger than --max-body-bytes {settings.max_body_bytes} bytes; send "
+                       f"fewer or shorter texts per request")  # fmt: skip
+
+
+def _route_label(app: FastAPI, request: Request) -> str:
+    """The path template of the route a request matches (even with the wrong method), else ``"unmatched"``."""
+    for route in app.router.routes:
+        if route.matches(request.scope)[0] != Match.NONE:
+            return getattr(route, "path", "unmatched")
+    return "unmatched"
+
+
+class _Service:
+    """What the routes share: the batcher, the limits, and the helpers that turn their failures into API errors."""
+
+    def __init__(self, batcher: Batcher, settings: ServeSettings) -> None:
+        self.batcher, self.settings = batcher, settings
+
+    def loaded(self) -> EmbeddingBackend:
+        """The model, or a 503 while it loads or after it failed to."""
+        if self.batcher.error is not None:
+            raise ApiError(503, f"the model failed to load: {self.batcher.error}", kind="server_error")
+        if not self.batcher.ready.is_set():
+            raise ApiError(503, "the model is still loading; retry when GET /health reports ready", kind="server_error")
+        return self.batcher.model
+
+    async def wait(self, futures: list[Any]) -> list[Any]:
+        """The futures' results, or a 503 after ``--timeout`` (the pieces not yet started are cancelled)."""
+        try:
+            gathered = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+            return await asyncio.wait_for(gathered, self.settings.timeout)
         except TimeoutError:
             for future in futures:
                 future.cancel()
-            message = f"the request waited more than --timeout {settings.timeout:g} s"
+            message = f"the request waited more than --timeout {self.settings.timeout:g} s"
             raise ApiError(503, message, kind="server_error") from None
 
-    async def embed(texts: list[str], instruction: str | None) -> list[Any]:
+    async def embed(self, texts: list[str], instruction: str | None) -> list[Any]:
+        """``(vectors, token counts)`` of each piece of ``texts``, batched with other requests'."""
         try:
-            futures = batcher.submit(texts, instruction)
+            futures = self.batcher.submit(texts, instruction)
         except ShuttingDown as err:
             raise ApiError(503, str(err), kind="server_error") from err
-        return await wait(futures)
+        return await self.wait(futures)
 
-    async def on_model_thread(function: Callable[[Any, Any], Any]) -> Any:
+    async def on_model_thread(self, function: Callable[[Any, Any], Any]) -> Any:
         """Run ``function(model, index)`` in turn with the batches (the index's SQLite connection lives there)."""
         try:
-            future = batcher.call(function)
+            future = self.batcher.call(function)
         except ShuttingDown as err:
             raise ApiError(503, str(err), kind="server_error") from err
-        return (await wait([future]))[0]
+        return (await self.wait([future]))[0]
 
-    def check_texts(texts: list[str], field: str) -> None:
+    def check_texts(self, texts: list[str], field: str) -> None:
+        """Refuse an empty list, too many texts, and texts that are blank, too long or not valid Unicode."""
+        limits = self.settings
         if not texts:
             raise ApiError(400, f"{field} is an empty list; give at least one text", field)
-        if len(texts) > settings.max_inputs:
-            raise ApiError(413, f"{field} has {len(texts)} texts; at most {settings.max_inputs} (--max-inputs)", field)
+        if len(texts) > limits.max_inputs:
+            raise ApiError(413, f"{field} has {len(texts)} texts; at most {limits.max_inputs} (--max-inputs)", field)
         for i, text in enumerate(texts):
             where = field if len(texts) == 1 else f"{field}[{i}]"
             if not text.strip():
                 raise ApiError(400, f"{where} is empty; every text needs some content", where)
-            if len(text) > settings.max_chars:
-                raise ApiError(413, f"{where} has {len(text)} characters; at most {settings.max_chars} (--max-chars)",
+            if len(text) > limits.max_chars:
+                raise ApiError(413, f"{where} has {len(text)} characters; at most {limits.max_chars} (--max-chars)",
                                where)  # fmt: skip
+            check_unicode(text, where)
+
+
+def check_unicode(text: str, field: str) -> None:
+    """Refuse a string that UTF-8 cannot hold: a JSON escape of half a UTF-16 pair decodes to a lone surrogate.
+
+    Raises:
+        ApiError: 400 naming the field and the position of the first lone surrogate.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        message = (f"{field} is not valid Unicode: it holds a lone surrogate ({text[err.start]!r}) at character "
+                   f"{err.start}; send text, not half of a UTF-16 pair")  # fmt: skip
+        raise ApiError(400, message, field) from None
+
+
+def _add_status_routes(app: FastAPI, service: _Service, metrics: Metrics) -> None:
+    """``/health``, ``/info`` and ``/metrics``."""
+    batcher = service.batcher
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -221,11 +360,11 @@ def create_app(load: Callable[[], Loaded], settings: ServeSettings = ServeSettin
 
     @app.get("/info")
     async def info() -> dict[str, Any]:
-        model = loaded()
+        model = service.loaded()
         precision = getattr(model, "precision", None) or str(model.dtype).removeprefix("torch.")
         size = None
-        if batcher.index is not None:
-            size = await on_model_thread(lambda _, index: len(index))
+        if batcher.index is not None:  # reloaded first, as a search would: another process may have written
+            size = await service.on_model_thread(lambda _, index: (index.refresh(), len(index))[1])
         return {
             "model": model.name_or_path,
             "dimension": model.embedding_dim,
@@ -233,59 +372,56 @@ def create_app(load: Callable[[], Loaded], settings: ServeSettings = ServeSettin
             "precision": precision,
             "device": str(model.device),
             "index_size": size,
-            "max_batch_size": settings.max_batch_size,
-            "max_batch_tokens": settings.max_batch_tokens,
+            "max_batch_size": service.settings.max_batch_size,
+            "max_batch_tokens": service.settings.max_batch_tokens,
         }
 
     @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+
+def _add_model_routes(app: FastAPI, service: _Service) -> None:
+    """``POST /v1/embeddings`` and ``POST /search``."""
+
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest) -> dict[str, Any]:
-        model = loaded()
+        model = service.loaded()
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
-        check_texts(texts, "input")
+        service.check_texts(texts, "input")
+        for field in ("model", "user"):
+            if getattr(body, field) is not None:
+                check_unicode(getattr(body, field), field)
         if body.dimensions is not None and body.dimensions != model.embedding_dim:
             raise ApiError(400, f"dimensions={body.dimensions}: this model embeds in {model.embedding_dim} dimensions "
                                 f"only; leave dimensions out", "dimensions")  # fmt: skip
         instruction = model.config.query_instruction if body.input_type == "query" else None
-        results = await embed(texts, instruction)
-        data, tokens = [], 0
-        for vectors, counts in results:
-            tokens += sum(counts)
-            for row in vectors:
-                if body.encoding_format == "base64":  # OpenAI's: little-endian float32 bytes
-                    value: Any = base64.b64encode(row.astype("<f4").tobytes()).decode()
-                else:
-                    value = row.tolist()
-                data.append({"object": "embedding", "index": len(data), "embedding": value})
-        return {"object": "list", "data": data, "model": body.model or model.name_or_path,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip
+        results = await service.embed(texts, instruction)
+        return _embedding_response(results, body, model)
 
     @app.post("/search")
     async def search(body: SearchRequest) -> dict[str, Any]:
-        loaded()
-        if batcher.index is None:
+        service.loaded()
+        if service.batcher.index is None:
             raise ApiError(404, "this server has no index; start it with --index DIR to search", kind="not_found_error")
         queries = [body.query] if isinstance(body.query, str) else list(body.query)
-        check_texts(queries, "query")
-        hits = await on_model_thread(lambda _, index: index.search(queries, k=body.k))
-        return {"results": [{"query": q, "hits": [h.to_dict(snippet=settings.snippet) for h in row]}
+        service.check_texts(queries, "query")
+        hits = await service.on_model_thread(lambda _, index: index.search(queries, k=body.k))
+        snippet = service.settings.snippet
+        return {"results": [{"query": q, "hits": [h.to_dict(snippet=snippet) for h in row]}
                             for q, row in zip(queries, hits, strict=True)]}  # fmt: skip
 
-    return app
 
-
-def run_server(
-    load: Callable[[], Loaded], settings: ServeSettings, *, host: str, port: int, log_level: str = "info"
-) -> None:
-    """Serve :func:`create_app` with uvicorn until SIGTERM or Ctrl-C; returns once the queue is drained.
-
-    uvicorn stops accepting, finishes the open requests, then the app's shutdown drains the batcher. uvicorn then
-    raises the signal again under the handler it found; for SIGTERM that is a no-op installed here, so a stop that
-    lost nothing returns normally (exit 0, as service managers expect).
-    """
-    uvicorn = require("uvicorn")
-    signal.signal(signal.SIGTERM, lambda *_: None)
-    uvicorn.run(create_app(load, settings), host=host, port=port, log_level=log_level)
+def _embedding_response(results: list[Any], body: EmbeddingRequest, model: EmbeddingBackend) -> dict[str, Any]:
+    """OpenAI's embeddings list from the pieces' ``(vectors, token counts)``, in request order."""
+    data, tokens = [], 0
+    for vectors, counts in results:
+        tokens += sum(counts)
+        for row in vectors:
+            if body.encoding_format == "base64":  # OpenAI's: little-endian float32 bytes
+                value: Any = base64.b64encode(row.astype("<f4").tobytes()).decode()
+            else:
+                value = row.tolist()
+            data.append({"object": "embedding", "index": len(data), "embedding": value})
+    return {"object": "list", "data": data, "model": body.model or model.name_or_path,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip

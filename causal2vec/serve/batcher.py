@@ -145,8 +145,8 @@ class Batcher:
     def _run(self) -> None:
         try:
             self.model, self.index = self._load()
-        except BaseException as err:  # reported by /health and to every caller; the server keeps answering
-            logger.exception("the model failed to load")
+        except BaseException as err:  # reported by /health and to every caller (run_server then stops)
+            logger.error("the model failed to load: %s", err, exc_info=logger.isEnabledFor(logging.DEBUG))
             self.error = err
             self._fail_queued(err)
             return

@@ -179,3 +179,16 @@ class Exploit:
 
     def __reduce__(self):
         return (Path.touch, (self.marker,))
+
+
+def test_code_named_by_a_parts_config_does_not_run(tmp_path, tiny_checkpoint, tiny_model, texts):
+    """A config's ``auto_map`` points transformers at a ``.py`` in the folder: the standard class loads instead."""
+    target = shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
+    marker = tmp_path / "ran"
+    (target / "llm" / "evil.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n")
+    config = json.loads((target / "llm" / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "evil.EvilModel", "AutoConfig": "evil.EvilConfig"}
+    (target / "llm" / "config.json").write_text(json.dumps(config))
+    with_config(target, checksums={})
+    np.testing.assert_array_equal(Causal2Vec.from_pretrained(target).encode(texts), tiny_model.encode(texts))
+    assert not marker.exists(), "the folder's code ran"

@@ -1,0 +1,147 @@
+"""Bad inputs to ``python -m training``, each with the answer a user gets: values out of range, duplicate YAML keys,
+a folder given as a data file, runs that would train no step, output folders that are not the run's, resuming after
+a kill mid-checkpoint, and ``--merge`` on a finished run."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from pathlib import Path
+from typing import Union, get_args, get_origin, get_type_hints
+
+import pytest
+
+from causal2vec.data.bbc import bbc_news_split
+from tests.test_training import write_config
+from training import config as config_module
+from training.cli import main
+from training.config import TrainConfig
+from training.data.pairs import Pair, write_pairs
+
+INSTRUCTION = "Given a news headline, retrieve the article"
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("pairs") / "bbc.jsonl"
+    write_pairs(path, [Pair(a.title, a.body[:300], (), INSTRUCTION, "bbc") for a in bbc_news_split("train")[:40]])
+    return path
+
+
+# ---------------------------------------------------------------------- W3, T9, T10: every number's range
+
+
+OUT_OF_RANGE = [
+    ({"optim": {"warmup_ratio": 7.0}}, r"optim\.warmup_ratio=7\.0 must be a finite number in \[0, 1\)"),
+    ({"optim": {"warmup_ratio": -0.1}}, r"optim\.warmup_ratio=-0\.1 must be a finite number in \[0, 1\)"),
+    ({"data": {"negatives": -2}}, r"data\.negatives=-2 must be an integer >= 0"),
+    ({"output": {"save_steps": 0}}, r"output\.save_steps=0 must be an integer >= 1"),
+    ({"output": {"save_steps": -3}}, r"output\.save_steps=-3 must be an integer >= 1"),
+    ({"output": {"save_total_limit": 0}}, r"output\.save_total_limit=0 must be an integer >= 1 \(or null: keep"),
+    ({"output": {"logging_steps": 0}}, r"output\.logging_steps=0 must be an integer >= 1"),
+    ({"output": {"llm_max_length": 2}}, r"output\.llm_max_length=2 must be an integer >= 4 \(or null"),
+    ({"optim": {"max_steps": -5}}, r"optim\.max_steps=-5 must be an integer >= 1, or -1 \(train for optim\.epochs"),
+    ({"optim": {"max_steps": 0}}, r"optim\.max_steps=0 must be an integer >= 1, or -1"),
+    ({"optim": {"max_steps": -1, "epochs": -2.0}}, r"optim\.epochs=-2\.0 must be a finite number > 0"),
+    ({"optim": {"epochs": 0}}, r"optim\.epochs=0\.0 must be a finite number > 0"),
+    ({"optim": {"epochs": math.inf}}, r"optim\.epochs=inf must be a finite number > 0"),
+    ({"optim": {"batch_size": 0}}, r"optim\.batch_size=0 must be an integer >= 1"),
+    ({"optim": {"learning_rate": -1.0}}, r"optim\.learning_rate=-1\.0 must be a finite number > 0"),
+    ({"optim": {"learning_rate": math.nan}}, r"optim\.learning_rate=nan must be a finite number > 0"),
+    ({"optim": {"learning_rate": 0}}, r"optim\.learning_rate=0\.0 must be a finite number > 0"),
+    ({"optim": {"lr_projector": math.inf}}, r"optim\.lr_projector=inf must be a finite number > 0 \(or null"),
+    ({"optim": {"lr_encoder": -1e-4}}, r"optim\.lr_encoder=-0\.0001 must be a finite number > 0 \(or null"),
+    ({"optim": {"weight_decay": -0.01}}, r"optim\.weight_decay=-0\.01 must be a finite number >= 0"),
+    ({"optim": {"seed": -1}}, r"optim\.seed=-1 must be an integer in \[0, 4294967295\]"),
+    ({"optim": {"seed": 2**32}}, r"optim\.seed=4294967296 must be an integer in \[0, 4294967295\]"),
+    ({"model": {"seed": -1}}, r"model\.seed=-1 must be an integer in \[0, 4294967295\]"),
+    ({"model": {"encoder_max_length": 2}}, r"model\.encoder_max_length=2 must be an integer >= 4 \(or null"),
+    ({"model": {"llm_max_length": 3}}, r"model\.llm_max_length=3 must be an integer >= 4"),
+    ({"model": {"contextual_norm": 0}}, r"model\.contextual_norm=0\.0 must be a finite number > 0 \(or null"),
+    ({"model": {"contextual_norm": math.nan}}, r"model\.contextual_norm=nan must be a finite number > 0"),
+    ({"lora": {"r": 0}}, r"lora\.r=0 must be an integer >= 1"),
+    ({"lora": {"alpha": -4}}, r"lora\.alpha=-4 must be an integer > 0"),
+    ({"lora": {"dropout": 1.0}}, r"lora\.dropout=1\.0 must be a finite number in \[0, 1\)"),
+    ({"lora": {"dropout": -0.5}}, r"lora\.dropout=-0\.5 must be a finite number in \[0, 1\)"),
+    ({"loss": {"temperature": 0}}, r"loss\.temperature=0\.0 must be a finite number in \(0, 1\]"),
+    ({"loss": {"temperature": math.nan}}, r"loss\.temperature=nan must be a finite number in \(0, 1\]"),
+    ({"loss": {"mini_batch_size": 0}}, r"loss\.mini_batch_size=0 must be an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), OUT_OF_RANGE)
+def test_a_number_out_of_range_is_named_with_its_range_before_any_model_loads(tmp_path, pairs_file, change, message,
+                                                                              capsys):  # fmt: skip
+    path = write_config(tmp_path, tmp_path / "no-such-model", pairs_file, **change)  # loading it would fail
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.load(path)
+    assert main(["--config", str(path)]) == 2
+    assert "no-such-model" not in capsys.readouterr().err, "the model was reached before the value was checked"
+
+
+def test_a_source_max_pairs_out_of_range_names_the_source(tmp_path, pairs_file):
+    sources = [{"name": "bbc", "path": str(pairs_file), "max_pairs": 0}]
+    path = write_config(tmp_path, tmp_path / "no-such-model", pairs_file, data={"sources": sources})
+    with pytest.raises(ValueError, match=r"data\.sources\[0\]\.max_pairs=0 must be an integer >= 1 \(or null: all"):
+        TrainConfig.load(path)
+
+
+def test_a_fresh_assembly_config_is_checked_before_any_model_loads(tmp_path, pairs_file):
+    bad = {"base": None, "encoder": "no-such-encoder", "llm": "no-such-llm", "config": {"llm_max_length": 2}}
+    path = write_config(tmp_path, tmp_path / "unused", pairs_file, model=bad)
+    with pytest.raises(ValueError, match=r"model\.config: Causal2VecConfig\.llm_max_length=2 must be an integer >= 4"):
+        TrainConfig.load(path)
+    path = write_config(tmp_path, tmp_path / "unused", pairs_file, model={**bad, "config": {"pooling": "mean"}})
+    with pytest.raises(ValueError, match=r"model\.config: unknown key 'pooling'.* \(valid keys: \[.*'encoder_pooling'"):
+        TrainConfig.load(path)
+
+
+def _numeric(hint: object) -> bool:
+    if get_origin(hint) in (Union, types.UnionType):
+        return any(_numeric(a) for a in get_args(hint) if a is not type(None))
+    return hint in (int, float)
+
+
+def test_every_numeric_field_of_the_config_declares_its_range():
+    sections = [TrainConfig, *(getattr(config_module, n) for n in dir(config_module) if n.endswith("Section"))]
+    sections.append(config_module.Source)
+    unranged = [
+        f"{cls.__name__}.{f.name}"
+        for cls in sections
+        for f in dataclasses.fields(cls)
+        if _numeric(get_type_hints(cls)[f.name]) and "range" not in f.metadata
+    ]
+    assert not unranged, f"numeric fields without a range: {unranged}"
+
+
+def test_the_shipped_configs_pass_the_range_checks():
+    root = Path(__file__).resolve().parent.parent / "training" / "configs"
+    for name in ("default.yaml", "public-e5.yaml"):
+        TrainConfig.load(root / name)
+
+
+# ---------------------------------------------------------------------- T8: duplicate keys
+
+
+def test_a_duplicate_yaml_key_is_refused_with_its_line(tmp_path, pairs_file):
+    path = write_config(tmp_path, tmp_path / "no-such-model", pairs_file)
+    text = path.read_text()
+    path.write_text(text + "model:\n  base: other\n")
+    first, line = text.splitlines().index("model:") + 1, len(text.splitlines()) + 1
+    with pytest.raises(ValueError, match=rf"{path}:{line}: duplicate key 'model' \(first on line {first}\)"):
+        TrainConfig.load(path)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("optim:\n  batch_size: 4\n  seed: 1\n  batch_size: 8\n")
+    with pytest.raises(ValueError, match=rf"{nested}:4: duplicate key 'batch_size' \(first on line 2\)"):
+        TrainConfig.load(nested)
+
+
+def test_yaml_merge_keys_may_still_be_overridden(tmp_path, pairs_file):
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        f"optim: {{<<: {{batch_size: 4, seed: 3}}, batch_size: 8}}\n"
+        f"data: {{sources: [{{name: bbc, path: {pairs_file}}}]}}\n"
+    )
+    optim = TrainConfig.load(path).optim
+    assert (optim.batch_size, optim.seed) == (8, 3)

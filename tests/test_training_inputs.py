@@ -145,3 +145,63 @@ def test_yaml_merge_keys_may_still_be_overridden(tmp_path, pairs_file):
     )
     optim = TrainConfig.load(path).optim
     assert (optim.batch_size, optim.seed) == (8, 3)
+
+
+# ---------------------------------------------------------------------- T6: a folder as a data file
+
+
+def test_a_folder_given_as_a_data_file_is_named_as_a_folder(tmp_path, pairs_file, capsys):
+    folder = tmp_path / "tr"
+    folder.mkdir()
+    path = write_config(tmp_path, tmp_path / "no-such-model", folder)
+    assert main(["--config", str(path)]) == 2
+    assert f"source 'bbc': {folder} is a directory, not a JSONL file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- W4: runs that would train no step
+
+
+def _copies(tmp_path: Path, pairs: list[Pair], name: str) -> Path:
+    path = tmp_path / name
+    write_pairs(path, pairs)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("pairs", "found"),
+    [
+        ([Pair("one headline", "one body")] * 8, 1),  # eight copies of one pair
+        ([Pair(f"headline {i}", "the same body") for i in range(8)], 1),  # one document for every query
+        ([Pair(f"q{i % 3}", f"d{i % 3}") for i in range(9)], 3),  # three distinct pairs, three times each
+    ],
+)
+def test_a_source_with_no_batch_of_distinct_texts_is_refused_before_anything_loads(tmp_path, pairs, found, capsys):
+    data = _copies(tmp_path, pairs, "dup.jsonl")
+    path = write_config(tmp_path, tmp_path / "no-such-model", data, optim={"batch_size": 4})
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"source 'bbc' has no batch of optim.batch_size=4 pairs without a repeated text: only {found} of its" in err
+    assert not (tmp_path / "run").exists(), "something was saved"
+
+
+def test_hard_negatives_count_as_texts_of_a_batch(tmp_path, capsys):
+    pairs = [Pair(f"q{i}", f"d{i}", ("the same negative",)) for i in range(8)]
+    data = _copies(tmp_path, pairs, "negatives.jsonl")
+    path = write_config(tmp_path, tmp_path / "no-such-model", data, optim={"batch_size": 4}, data={"negatives": 1})
+    assert main(["--config", str(path)]) == 2
+    assert "only 1 of its 8 pairs" in capsys.readouterr().err
+    path = write_config(tmp_path, tmp_path / "no-such-model", data, optim={"batch_size": 4}, data={"negatives": 0})
+    assert main(["--config", str(path)]) == 2  # the negatives are not used: the sources pass, the model load fails
+    assert "no-such-model" in capsys.readouterr().err
+
+
+def test_a_run_whose_trainer_ran_no_step_saves_no_final_model(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    """The check after training, for what the sources' check cannot foresee: the sampler found no batch."""
+    from training import recipe
+
+    monkeypatch.setattr(recipe, "check_one_batch", lambda *args: None)  # let the duplicated source through
+    data = _copies(tmp_path, [Pair("one headline", "one body")] * 8, "dup.jsonl")
+    path = write_config(tmp_path, tiny_checkpoint, data, optim={"batch_size": 4})
+    assert main(["--config", str(path)]) == 2
+    assert "the trainer ran 0 steps" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "final").exists()

@@ -69,6 +69,11 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
         model=st, args=training_arguments(config, prompts), train_dataset=datasets, loss=loss
     )
     trainer.train(resume_from_checkpoint=resume or None)
+    if trainer.state.global_step == 0:
+        raise ValueError(
+            f"the trainer ran 0 steps: it drew no batch of optim.batch_size={config.optim.batch_size} pairs (see "
+            f"its warnings above); {output / FINAL} was not saved. Add distinct pairs or lower the batch size"
+        )
     final = output / FINAL  # 6
     if trainer.is_fsdp_enabled:
         # FSDP leaves each rank a shard of every weight: gather the whole state dict (a collective: every rank
@@ -178,9 +183,35 @@ def read_sources(data: DataSection, batch_size: int, seed: int) -> dict[str, tup
                 f"source {source.name!r} has {len(pairs)} pairs, fewer than optim.batch_size={batch_size}; "
                 f"lower the batch size or add data"
             )
+        check_one_batch(pairs, _negatives_used(pairs, data.negatives), batch_size, source.name)
         sources[source.name] = (pairs, source.instruction or _one_instruction(pairs, source.name))
         logger.info("source %s: %d pairs, instruction %r", source.name, len(pairs), sources[source.name][1])
     return sources
+
+
+def check_one_batch(pairs: list[Pair], negatives: int, batch_size: int, name: str) -> None:
+    """Refuse a source from which the no-duplicates sampler could draw no batch, so training would do no step.
+
+    The sampler never puts a text (query, positive or used negative) twice in one batch; this takes pairs greedily,
+    in file order, until a batch is full.
+
+    Raises:
+        ValueError: Naming the source, the batch size and how many pairs could share a batch.
+    """
+    taken: set[str] = set()
+    found = 0
+    for pair in pairs:
+        texts = {pair.query, pair.positive, *pair.negatives[:negatives]}
+        if taken.isdisjoint(texts):
+            taken |= texts
+            found += 1
+            if found == batch_size:
+                return
+    raise ValueError(
+        f"source {name!r} has no batch of optim.batch_size={batch_size} pairs without a repeated text: only "
+        f"{found} of its {len(pairs)} pairs share no query or document (batches never repeat a text, so training "
+        f"would do 0 steps); add distinct pairs or lower optim.batch_size"
+    )
 
 
 def as_datasets(
@@ -199,6 +230,8 @@ def as_datasets(
 def read_source(source: Source, skip_bad: bool) -> list[Pair]:
     """The pairs of one source, from its JSONL file or its hub dataset."""
     if source.path is not None:
+        if Path(source.path).is_dir():
+            raise ValueError(f"source {source.name!r}: {source.path} is a directory, not a JSONL file")
         pairs, skipped = read_pairs(Path(source.path), skip_bad=skip_bad)
         if skipped:
             logger.warning("source %s: skipped %d malformed lines of %s", source.name, skipped, source.path)
@@ -258,13 +291,18 @@ def _sample(pairs: list[Pair], limit: int | None, seed: int) -> list[Pair]:
     return random.Random(seed).sample(pairs, limit)
 
 
+def _negatives_used(pairs: list[Pair], negatives: int) -> int:
+    """How many hard negatives per pair the dataset holds: the number asked for, if every pair has that many."""
+    return min([negatives, *(len(p.negatives) for p in pairs)])
+
+
 def _columns(pairs: list[Pair], negatives: int, name: str) -> Dataset:
     """The dataset's columns: the loss reads them in order (anchor, positive, negatives)."""
-    available = min(len(p.negatives) for p in pairs)
-    if negatives > available:
-        logger.info("source %s: %d hard negatives requested, every pair has %d", name, negatives, available)
+    used = _negatives_used(pairs, negatives)
+    if used < negatives:
+        logger.info("source %s: %d hard negatives requested, every pair has %d", name, negatives, used)
     columns: dict[str, list[str]] = {"query": [p.query for p in pairs], "positive": [p.positive for p in pairs]}
-    for k in range(min(negatives, available)):
+    for k in range(used):
         columns[f"negative_{k + 1}"] = [p.negatives[k] for p in pairs]
     return Dataset.from_dict(columns)
 

@@ -5,13 +5,19 @@ a kill mid-checkpoint, and ``--merge`` on a finished run."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import math
+import os
+import shutil
 import types
 from pathlib import Path
 from typing import Union, get_args, get_origin, get_type_hints
 
+import numpy as np
 import pytest
 
+from causal2vec import Causal2Vec
 from causal2vec.data.bbc import bbc_news_split
 from tests.test_training import write_config
 from training import config as config_module
@@ -205,3 +211,169 @@ def test_a_run_whose_trainer_ran_no_step_saves_no_final_model(tmp_path, tiny_che
     assert main(["--config", str(path)]) == 2
     assert "the trainer ran 0 steps" in capsys.readouterr().err
     assert not (tmp_path / "run" / "final").exists()
+
+
+# ---------------------------------------------------------------------- a finished run, shared by the tests below
+
+STEPS = {"optim": {"max_steps": 4}, "output": {"save_steps": 2, "save_total_limit": None}}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_checkpoint, pairs_file) -> Path:
+    """A 4-step run with checkpoints at steps 2 and 4 and its LoRA kept as an adapter in final/."""
+    folder = tmp_path_factory.mktemp("finished")
+    assert main(["--config", str(write_config(folder, tiny_checkpoint, pairs_file, **STEPS))]) == 0
+    return folder / "run"
+
+
+def copy_run(finished_run: Path, tmp_path: Path, tiny_checkpoint: Path, pairs_file: Path, **changes) -> Path:
+    """A copy of the finished run in ``tmp_path/run``, and its config (with ``changes``) in ``tmp_path/run.yaml``."""
+    shutil.copytree(finished_run, tmp_path / "run")
+    sections = {name: {**STEPS.get(name, {}), **changes.get(name, {})} for name in {*STEPS, *changes}}
+    return write_config(tmp_path, tiny_checkpoint, pairs_file, **sections)
+
+
+def embeddings(folder: Path) -> np.ndarray:
+    return Causal2Vec.from_pretrained(folder).encode([a.title for a in bbc_news_split("validation")[:6]])
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------- W6: output folders that are not the run's
+
+
+def test_a_folder_that_no_run_wrote_is_refused_before_any_model_loads(tmp_path, pairs_file, capsys):
+    run = tmp_path / "run"
+    for folder in (run / "final", run / "checkpoint-1"):
+        folder.mkdir(parents=True)
+        (folder / "notes.txt").write_text("mine")
+    (run / "notes.txt").write_text("mine")
+    before = tree(run)
+    path = write_config(tmp_path, tmp_path / "no-such-model", pairs_file)
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run} holds checkpoint-1/, final/, notes.txt but no training_run.json" in err, err
+    assert "--overwrite" in err and "no-such-model" not in err
+    assert main(["--config", str(path), "--resume"]) == 2
+    assert tree(run) == before, "a file of the user's changed"
+
+
+def test_a_folder_of_another_config_is_refused_naming_what_differs(tmp_path, finished_run, tiny_checkpoint,
+                                                                   pairs_file, capsys):  # fmt: skip
+    path = copy_run(finished_run, tmp_path, tiny_checkpoint, pairs_file, optim={"max_steps": 6, "seed": 1})
+    before = tree(tmp_path / "run")
+    assert main(["--config", str(path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "was written by a run of another config (optim.max_steps: 6 here, 4 there; optim.seed: 1 here, 0" in err
+    assert tree(tmp_path / "run") == before
+
+
+def test_a_final_folder_that_is_not_a_checkpoint_is_refused_at_the_start(tmp_path, finished_run, tiny_checkpoint,
+                                                                         pairs_file, capsys):  # fmt: skip
+    path = copy_run(finished_run, tmp_path, tiny_checkpoint, pairs_file)
+    final = tmp_path / "run" / "final"
+    shutil.rmtree(final)
+    final.mkdir()
+    (final / "notes.txt").write_text("mine")
+    assert main(["--config", str(path)]) == 2
+    assert f"{final} is not a Causal2Vec checkpoint" in capsys.readouterr().err
+    assert (final / "notes.txt").read_text() == "mine"
+
+
+def test_save_final_refuses_a_folder_that_is_not_a_checkpoint(tmp_path, tiny_model):
+    from training.recipe import save_final
+
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a Causal2Vec checkpoint"):
+        save_final(tiny_model, tmp_path / "final", merge=False)
+    assert (tmp_path / "final" / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_trains_into_a_folder_no_run_wrote_and_leaves_its_other_files(tmp_path, tiny_checkpoint,
+                                                                               pairs_file):  # fmt: skip
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "final" / "notes.txt").write_text("mine")
+    (run / "notes.txt").write_text("mine")
+    path = write_config(tmp_path, tiny_checkpoint, pairs_file, optim={"max_steps": 1}, output={"save_steps": 1})
+    assert main(["--config", str(path), "--overwrite"]) == 0
+    assert (run / "notes.txt").read_text() == "mine"
+    Causal2Vec.from_pretrained(run / "final")
+    assert json.loads((run / "training_run.json").read_text())["config"]["optim"]["max_steps"] == 1
+    assert main(["--config", str(path), "--merge"]) == 0, "the run's folder is now this config's"
+
+
+# ---------------------------------------------------------------------- W5: resuming after a kill mid-checkpoint
+
+
+def test_resume_skips_an_incomplete_checkpoint_and_ends_as_an_uninterrupted_run(tmp_path, finished_run,
+                                                                                tiny_checkpoint, pairs_file,
+                                                                                caplog):  # fmt: skip
+    path = copy_run(finished_run, tmp_path, tiny_checkpoint, pairs_file)
+    run = tmp_path / "run"
+    shutil.rmtree(run / "final")
+    for name in ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth"):  # as a kill left it
+        (run / "checkpoint-4" / name).unlink()
+    kept = (run / "checkpoint-2" / "optimizer.pt").stat().st_mtime_ns
+    with caplog.at_level(logging.WARNING, logger="training.recipe"):
+        assert main(["--config", str(path), "--resume"]) == 0
+    assert f"{run / 'checkpoint-4'} is incomplete (it has no trainer_state.json)" in caplog.text
+    assert "resuming from checkpoint-2" in caplog.text
+    assert (run / "incomplete-checkpoint-4").is_dir(), "the incomplete folder is kept, out of the Trainer's way"
+    assert (run / "checkpoint-4" / "trainer_state.json").is_file()
+    assert (run / "checkpoint-2" / "optimizer.pt").stat().st_mtime_ns == kept, "trained again from step 0"
+    np.testing.assert_allclose(embeddings(run / "final"), embeddings(finished_run / "final"), atol=1e-4)
+
+
+def test_an_incomplete_checkpoint_is_neither_kept_nor_counted_by_the_rotation(tmp_path, finished_run):
+    """An incomplete folder touched last is what the Trainer's rotation (by mtime) would keep over a complete one."""
+    from transformers.trainer_utils import rotate_checkpoints
+
+    from training.recipe import set_aside_incomplete
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run / "checkpoint-2", run / "checkpoint-2")
+    shutil.copytree(finished_run / "checkpoint-4", run / "checkpoint-6")
+    (run / "checkpoint-6" / "trainer_state.json").unlink()
+    os.utime(run / "checkpoint-2", (1e9, 1e9))  # older than the incomplete one
+    set_aside_incomplete(run)
+    rotate_checkpoints(str(run), save_total_limit=1, use_mtime=True)
+    assert (run / "checkpoint-2" / "trainer_state.json").is_file()
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint-2", "incomplete-checkpoint-6"]
+
+
+def test_resume_with_only_incomplete_checkpoints_names_them(tmp_path, finished_run, tiny_checkpoint, pairs_file,
+                                                            capsys):  # fmt: skip
+    path = copy_run(finished_run, tmp_path, tiny_checkpoint, pairs_file)
+    for step in (2, 4):
+        (tmp_path / "run" / f"checkpoint-{step}" / "trainer_state.json").write_text('{"global_st')  # cut short
+    assert main(["--config", str(path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "holds no complete checkpoint to resume from" in err
+    assert "checkpoint-4 (its trainer_state.json is unreadable)" in err
+
+
+# ---------------------------------------------------------------------- T17: --merge on a finished run
+
+
+def test_merge_on_a_finished_run_folds_its_final_lora_without_training(tmp_path, finished_run, tiny_checkpoint,
+                                                                       pairs_file, monkeypatch, capsys):  # fmt: skip
+    from training import recipe
+
+    path = copy_run(finished_run, tmp_path, tiny_checkpoint, pairs_file)
+    final = tmp_path / "run" / "final"
+    assert (final / "llm_adapter").is_dir()
+    before = embeddings(final)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("--merge on a finished run trained again")
+
+    monkeypatch.setattr(recipe, "train", no_training)
+    assert main(["--config", str(path), "--merge"]) == 0
+    assert f"merged model: {final}" in capsys.readouterr().out
+    assert not (final / "llm_adapter").exists()
+    np.testing.assert_allclose(embeddings(final), before, atol=1e-5)
+    assert main(["--config", str(path), "--merge"]) == 0  # merged already: nothing to fold, nothing trained

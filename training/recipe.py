@@ -233,8 +233,8 @@ def check_one_batch(pairs: list[Pair], negatives: int, batch_size: int, name: st
                 return
     raise ValueError(
         f"source {name!r} has no batch of optim.batch_size={batch_size} pairs without a repeated text: only "
-        f"{found} of its {len(pairs)} pairs share no query or document (batches never repeat a text, so training "
-        f"would do 0 steps); add distinct pairs or lower optim.batch_size"
+        f"{found} of its {len(pairs)} pairs fit in one batch without repeating a query or document (batches never "
+        f"repeat a text, so training would do 0 steps); add distinct pairs or lower optim.batch_size"
     )
 
 
@@ -450,6 +450,8 @@ def merge_finished(config: TrainConfig) -> Path | None:
     final = output / FINAL
     if not (final / CONFIG_NAME).is_file() or _foreign(output, config, [FINAL]) is not None:
         return None
+    if int(os.environ.get("RANK", "0")) != 0:  # launched by torchrun: rank 0 alone folds and saves
+        return final
     model = Causal2Vec.from_pretrained(final)
     if not (has_adapter(model.llm) or has_adapter(model.encoder)):
         logger.warning("%s holds no LoRA adapter: its weights are merged already", final)
@@ -487,12 +489,12 @@ def check_output(output: Path, config: TrainConfig, *, overwrite: bool = False, 
     if output.exists() and not output.is_dir():
         raise ValueError(f"output.dir {output} is a file; the run needs a folder")
     names = sorted(output.iterdir()) if output.is_dir() else []
-    entries = [p.name + "/" * p.is_dir() for p in names if p.name != RUN_RECORD]
+    entries = [p.name + "/" * p.is_dir() for p in names if not p.name.lstrip(".").startswith(RUN_RECORD)]
     if not entries:
         return  # new, empty, or left by a run that stopped before it saved anything
-    problem = _foreign(output, config, entries)
-    if problem is None and (output / FINAL).is_dir() and not _is_model(output / FINAL):
-        problem = f"{output / FINAL} is not a Causal2Vec checkpoint, and the run would replace it"
+    problem, final = _foreign(output, config, entries), output / FINAL
+    if problem is None and (final.exists() or final.is_symlink()) and not (final.is_dir() and _is_model(final)):
+        problem = f"{final} is not a Causal2Vec checkpoint"
     if problem is not None and not overwrite:
         raise ValueError(
             f"{problem}. Training into it would replace its final/ and let the Trainer's rotation delete its "

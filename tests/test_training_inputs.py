@@ -345,6 +345,30 @@ def test_an_incomplete_checkpoint_is_neither_kept_nor_counted_by_the_rotation(tm
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint-2", "incomplete-checkpoint-6"]
 
 
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda c: (c / "trainer_state.json").unlink(), "it has no trainer_state.json"),
+        (lambda c: (c / "trainer_state.json").write_text("{"), "its trainer_state.json is unreadable"),
+        (lambda c: (c / "optimizer.pt").unlink(), "it has no optimizer.pt"),
+        (lambda c: (c / "scheduler.pt").unlink(), "it has no scheduler.pt"),
+        (lambda c: (c / "encoder" / "model.safetensors").unlink(), "it has no encoder/model.safetensors"),
+        (lambda c: shutil.rmtree(c / "llm"), "it has no llm/config.json (and 3 more files)"),
+        (lambda c: (c / "optimizer.pt").rename(c / "optimizer.bin"), None),  # as accelerate's FSDP names it
+        (lambda c: None, None),
+    ],
+)
+def test_a_checkpoint_is_complete_only_with_every_file_the_trainer_writes(tmp_path, finished_run, damage, problem):
+    from training.recipe import checkpoint_problem
+
+    folder = tmp_path / "checkpoint-2"
+    shutil.copytree(finished_run / "checkpoint-2", folder)
+    damage(folder)
+    assert checkpoint_problem(folder) == problem
+    shutil.copytree(finished_run / "checkpoint-2", tmp_path / "checkpoint-3")
+    assert checkpoint_problem(tmp_path / "checkpoint-3") == "its trainer_state.json is of step 2"
+
+
 def test_resume_with_only_incomplete_checkpoints_names_them(tmp_path, finished_run, tiny_checkpoint, pairs_file,
                                                             capsys):  # fmt: skip
     path = copy_run(finished_run, tmp_path, tiny_checkpoint, pairs_file)

@@ -466,6 +466,7 @@ def merge_finished(config: TrainConfig) -> Path | None:
 RUN_RECORD = "training_run.json"  # written into the output folder at the start: the config of the run it belongs to
 INCOMPLETE = "incomplete-"  # prefix of a checkpoint folder set aside because a kill cut its writing short
 CHECKPOINT = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)")
+OPTIMIZER = OPTIMIZER_NAME.split(".")[0]  # the Trainer resumes from optimizer.pt, optimizer.bin or optimizer_* folders
 
 
 def run_record(config: TrainConfig) -> dict[str, Any]:
@@ -560,7 +561,9 @@ def checkpoint_problem(folder: Path) -> str | None:
     match = CHECKPOINT.fullmatch(folder.name)
     if match is None or step != int(match.group(1)):
         return f"its {TRAINER_STATE_NAME} is of step {step}"
-    needed = [OPTIMIZER_NAME, SCHEDULER_NAME, *REQUIRED_FILES, *_checksummed(folder)]
+    if not any(p.name.startswith(OPTIMIZER) for p in folder.iterdir()):  # optimizer.pt, .bin, or FSDP's folder
+        return f"it has no {OPTIMIZER_NAME}"
+    needed = dict.fromkeys([SCHEDULER_NAME, *REQUIRED_FILES, *_checksummed(folder)])  # in order, each once
     if missing := [name for name in needed if not (folder / name).is_file()]:
         return f"it has no {missing[0]}" + (f" (and {len(missing) - 1} more files)" if len(missing) > 1 else "")
     return None

@@ -306,6 +306,18 @@ def test_overwrite_trains_into_a_folder_no_run_wrote_and_leaves_its_other_files(
     assert main(["--config", str(path), "--merge"]) == 0, "the run's folder is now this config's"
 
 
+def test_a_run_folder_from_before_the_run_record_resumes_with_overwrite(tmp_path, finished_run, tiny_checkpoint,
+                                                                         pairs_file, capsys):  # fmt: skip
+    path = copy_run(finished_run, tmp_path, tiny_checkpoint, pairs_file)
+    run = tmp_path / "run"
+    (run / "training_run.json").unlink()
+    shutil.rmtree(run / "final")
+    assert main(["--config", str(path), "--resume"]) == 2
+    assert "but no training_run.json" in capsys.readouterr().err
+    assert main(["--config", str(path), "--resume", "--overwrite"]) == 0  # from checkpoint-4: no step left
+    assert (run / "training_run.json").is_file() and (run / "final" / "causal2vec_config.json").is_file()
+
+
 # ---------------------------------------------------------------------- W5: resuming after a kill mid-checkpoint
 
 

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate the config, then train; returns the exit code."""
+    """Validate the config, then train (or, with ``--merge`` on a finished run, fold its LoRA); the exit code."""
     from training.config import TrainConfig
 
     config = TrainConfig.load(args.config)

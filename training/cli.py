@@ -4,6 +4,7 @@ Examples::
 
     python -m training --config training/configs/default.yaml
     python -m training --config training/configs/default.yaml --resume          # continue from the last checkpoint
+    python -m training --config training/configs/default.yaml --merge           # a finished run: fold its LoRA
     torchrun --nproc_per_node 2 -m training --config my.yaml                    # data-parallel, one process per GPU
 """
 
@@ -24,10 +25,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", type=Path, help="override output.dir, e.g. runs/my-run")
     parser.add_argument(
-        "--resume", action="store_true", help="continue from the newest checkpoint in the output folder"
+        "--resume",
+        action="store_true",
+        help="continue from the newest complete checkpoint in the output folder (incomplete ones are skipped)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train into an output folder that is not this config's run (its checkpoint-*/ and final/ are replaced)",
     )
     merge = parser.add_mutually_exclusive_group()
-    merge.add_argument("--merge", dest="merge", action="store_true", default=None, help="merge LoRA into the weights")
+    merge.add_argument(
+        "--merge",
+        dest="merge",
+        action="store_true",
+        default=None,
+        help="merge LoRA into the saved weights; on a finished run (final/ exists), fold its LoRA without training",
+    )
     merge.add_argument("--no-merge", dest="merge", action="store_false", help="keep LoRA as an adapter")
     parser.add_argument(
         "--skip-bad", action="store_true", help="skip malformed JSONL lines (counted) instead of failing"
@@ -37,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate the config, then train; returns the exit code."""
+    """Validate the config, then train (or, with ``--merge`` on a finished run, fold its LoRA); the exit code."""
     from training.config import TrainConfig
 
     config = TrainConfig.load(args.config)
@@ -47,11 +61,12 @@ def run(args: argparse.Namespace) -> int:
         config.output.merge = args.merge
     if args.skip_bad:
         config.data.skip_bad = True
-    if args.resume and not any(Path(config.output.dir).glob("checkpoint-*")):
-        raise ValueError(f"--resume: {config.output.dir} holds no checkpoint-* folder to resume from")
-    from training.recipe import train
+    from training import recipe
 
-    final = train(config, resume=args.resume)
+    if args.merge and (final := recipe.merge_finished(config)) is not None:
+        print(f"merged model: {final}")
+        return 0
+    final = recipe.train(config, resume=args.resume, overwrite=args.overwrite)
     print(f"trained model: {final}")
     return 0
 

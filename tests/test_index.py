@@ -326,6 +326,68 @@ def test_duplicate_ids(tmp_path):
         index.add(docs(1), on_duplicate="merge")
 
 
+@pytest.mark.parametrize(
+    ("doc_id", "shown"),
+    [
+        (
+            "line1\nFORGED 0.999 fake-title",
+            r"'line1\\nFORGED 0.999 fake-title' holds the control character '\\n' at character 6",
+        ),
+        ("tab\there", r"'tab\\there' holds the control character '\\t' at character 4"),
+        ("nul\x00id", r"'nul\\x00id' holds the control character '\\x00' at character 4"),
+        ("esc\x1b[2J", r"'esc\\x1b\[2J' holds the control character '\\x1b' at character 4"),
+        ("c1\x85", r"'c1\\x85' holds the control character '\\x85' at character 3"),
+        ("sep\u2028x", r"'sep\\u2028x' holds the control character '\\u2028' at character 4"),
+        ("del\x7f", r"'del\\x7f' holds the control character '\\x7f' at character 4"),
+    ],
+)
+def test_ids_with_control_characters_are_refused(tmp_path, doc_id, shown):
+    index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(5))
+    with pytest.raises(ValueError, match=r"documents\[1\]: id " + shown + "; ids may not hold control characters"):
+        index.add([{"id": "fine", "text": "a"}, {"id": doc_id, "text": "b"}])
+    assert_consistent(index, {f"d{i}" for i in range(5)})
+
+
+@pytest.mark.parametrize("doc_id", ["", "   "])
+def test_blank_ids_are_refused(tmp_path, doc_id):
+    with pytest.raises(ValueError, match=rf"documents\[0\]: the id '{doc_id}' is blank; give a non-empty id, or none"):
+        SemanticIndex.build(tmp_path / "idx", HashEmbedder(), [{"id": doc_id, "text": "a"}])
+    assert not (tmp_path / "idx").exists()
+
+
+def test_ids_that_only_look_odd_are_kept_exactly(tmp_path):
+    ids = ["café/ü", "a b", "nbsp\u00a0id", "zwj\u200did", "日本", "x" * 1000]
+    index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), [{"id": i, "text": i} for i in ids])
+    assert [d.id for d in index.get(ids)] == ids
+
+
+def test_a_generated_id_that_clashes_with_a_given_one_names_both_lines(tmp_path):
+    given_later = [{"text": "no id: gets '1'"}, {"id": "1", "text": "given '1'"}]
+    with pytest.raises(ValueError, match=r"^id '1' on documents\[1\] clashes with the id generated for documents\[0\] "
+                                         r"\(documents without an id get the string of their internal number\); give "
+                                         r"every document an explicit id$"):  # fmt: skip
+        SemanticIndex.build(tmp_path / "a", HashEmbedder(), given_later)
+    given_first = [{"id": "2", "text": "given '2'"}, {"text": "no id: gets '2'"}]
+    with pytest.raises(
+        ValueError, match=r"^the id '2' generated for documents\[1\] is already the id of documents\[0\] \("
+    ):
+        SemanticIndex.build(tmp_path / "b", HashEmbedder(), given_first)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("on_duplicate", ["error", "replace", "skip"])
+def test_a_clash_with_an_id_generated_in_an_earlier_chunk_is_an_error(tmp_path, on_duplicate):
+    index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(3))
+    generated = str(index.store._next_vid())  # what the next document without an id is given
+    batch = [{"text": "no id"}, {"text": "filler"}, {"id": generated, "text": "given the same id"}]
+    with pytest.raises(ValueError, match=rf"id '{generated}' on documents\[2\] clashes with the id generated for an "
+                                         "earlier document of this input"):  # fmt: skip
+        index.add(batch, chunk_size=1, on_duplicate=on_duplicate)
+    assert_consistent(index, {"d0", "d1", "d2"})
+    clashing = [{"id": "d1", "text": "given"}, {"text": "generated"}]  # a generated id that is a stored id is fine
+    assert index.add(clashing, on_duplicate="skip") == 1
+
+
 def test_model_dimension_must_match(tmp_path):
     SemanticIndex.build(tmp_path / "idx", HashEmbedder(16), docs(3)).close()
     with pytest.raises(ValueError, match=r"embeds in 8 dimensions but the index .* holds 16-dimensional"):

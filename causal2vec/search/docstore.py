@@ -41,6 +41,21 @@ VISIBLE = "added <= ? AND (deleted IS NULL OR deleted > ?)"
 _MAX_VARIABLES = 900  # stay under SQLite's limit on bound parameters per statement
 
 
+class IdTakenError(ValueError):
+    """An insert whose id a live document already holds; nothing of the insert was stored.
+
+    Attributes:
+        position: The position, among the documents inserted, of the one whose id was taken.
+        id: The id: the document's own, or the one generated for it (the string of its vid).
+        holder: The position among the same documents of the one that holds the id, or ``None`` when it was stored
+            before this insert.
+    """
+
+    def __init__(self, position: int, doc_id: str, holder: int | None) -> None:
+        super().__init__(f"document id {doc_id!r} is already taken; give every document an explicit id")
+        self.position, self.id, self.holder = position, doc_id, holder
+
+
 @dataclass(frozen=True)
 class StoredDocument:
     """A document as stored: its FAISS id ``vid`` and the caller's fields."""
@@ -165,20 +180,27 @@ class DocumentStore:
         Documents without an id get the string of their vid.
 
         Raises:
-            ValueError: If an id is already taken (an assigned id can clash with a caller's numeric id).
+            IdTakenError: If an id is already taken (an assigned id can clash with a caller's numeric id); nothing
+                is inserted.
         """
         vids = np.empty(len(documents), dtype=np.int64)
         sql = "INSERT INTO documents (vid, id, title, text, metadata, added) VALUES (?, ?, ?, ?, ?, ?)"
-        try:
-            with self._transaction():
-                for i, doc in enumerate(documents):
-                    metadata = json.dumps(doc.metadata, ensure_ascii=False) if doc.metadata else None
-                    vid = None if doc.id is not None else self._next_vid()
-                    doc_id = doc.id if doc.id is not None else str(vid)
+        with self._transaction():
+            for i, doc in enumerate(documents):
+                metadata = json.dumps(doc.metadata, ensure_ascii=False) if doc.metadata else None
+                vid = None if doc.id is not None else self._next_vid()
+                doc_id = doc.id if doc.id is not None else str(vid)
+                try:
                     vids[i] = self.db.execute(sql, (vid, doc_id, doc.title, doc.text, metadata, pending)).lastrowid
-        except sqlite3.IntegrityError as err:
-            raise ValueError(f"a document id is already taken ({err}); give every document an explicit id") from err
+                except sqlite3.IntegrityError:
+                    raise IdTakenError(i, doc_id, self._holder(doc_id, vids[:i])) from None
         return vids
+
+    def _holder(self, doc_id: str, inserted: np.ndarray) -> int | None:
+        """The position in ``inserted`` of the live row holding ``doc_id``, or ``None`` if it was there before."""
+        row = self.db.execute("SELECT vid FROM documents WHERE id = ? AND deleted IS NULL", (doc_id,)).fetchone()
+        where = np.flatnonzero(inserted == row[0]) if row else []
+        return int(where[0]) if len(where) else None
 
     def _next_vid(self) -> int:
         row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'documents'").fetchone()

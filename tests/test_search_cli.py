@@ -357,3 +357,33 @@ def test_search_text_output_escapes_control_characters_and_json_keeps_them(tmp_p
     assert main([*search, "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)["hits"]
     assert [h["title"] for h in hits if h["id"] == forged] == ["T\x1b[2J\u2028x"]
+
+
+def test_a_document_store_that_cannot_grow_says_to_free_space(tmp_path, corpus_file, tiny_checkpoint, monkeypatch,
+                                                              capsys):  # fmt: skip
+    from causal2vec.search.docstore import DocumentStore
+
+    index = tmp_path / "news.idx"
+    assert main(index_args(corpus_file, index, tiny_checkpoint)) == 0
+    opened = DocumentStore.__init__
+
+    def cannot_grow(self, path):  # SQLite's own limit: writes past it fail with SQLITE_FULL, as on a full disk
+        opened(self, path)
+        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+        self.db.execute(f"PRAGMA max_page_count = {pages}")
+
+    monkeypatch.setattr(DocumentStore, "__init__", cannot_grow)
+    more = tmp_path / "more.txt"
+    more.write_text("".join(f"another long document, number {i}, " * 20 + "\n" for i in range(50)))
+    append = ["index", "--append", "--corpus", str(more), "--index", str(index), "-q", "--device", "cpu"]
+    capsys.readouterr()
+    assert main(append) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"causal2vec index: error: no space left on the device while writing {index / 'documents.sqlite'}; {index} is "
+        "unchanged. Free some space and run the command again"
+    ) in err, err
+    monkeypatch.undo()
+    assert len(SemanticIndex.load(index)) == 40
+    assert main(append) == 0, capsys.readouterr().err
+    assert len(SemanticIndex.load(index)) == 90

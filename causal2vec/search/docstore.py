@@ -10,7 +10,9 @@ sees until the manifest moves on, so a writer killed at any point leaves the com
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from causal2vec.search.corpus import Document
+
+logger = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -217,11 +221,36 @@ class DocumentStore:
                 )
 
     def discard_pending(self, g: int) -> int:
-        """Undo everything staged after generation ``g`` (an unsaved or killed write); returns rows dropped."""
+        """Undo everything staged after generation ``g`` (an unsaved or killed write); returns rows dropped.
+
+        A write-ahead log left by a writer that failed (on a full disk, say) is folded into the store first, so that
+        its space is free for this and the next writes (see :meth:`truncate_wal`).
+
+        Raises:
+            OSError: ENOSPC, naming the store, if the disk is too full to fold the log or to undo the rows.
+        """
+        self.truncate_wal()
         with self._transaction():
             dropped = self.db.execute("DELETE FROM documents WHERE added > ?", (g,)).rowcount
             self.db.execute("UPDATE documents SET deleted = NULL WHERE deleted > ?", (g,))
         return dropped
+
+    def truncate_wal(self) -> None:
+        """Fold the write-ahead log into the store and truncate it to zero bytes (``wal_checkpoint(TRUNCATE)``).
+
+        SQLite does this when the last connection closes, unless that fails, e.g. on a full disk; then the log keeps
+        its space (often most of what the failed write used) and every later write would append to it. A checkpoint
+        that readers keep from finishing within the busy timeout is left for a later one.
+
+        Raises:
+            OSError: ENOSPC, naming the store, if there is not even room to fold the log into the store.
+        """
+        try:
+            busy, log_frames, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError as err:
+            raise write_error(err, self.path) from err
+        if busy:
+            logger.info("the write-ahead log of %s (%d pages) is still in use by a reader", self.path, log_frames)
 
     def purge(self, g: int) -> int:
         """Drop rows deleted at or before the committed generation ``g``; no reader of ``g`` needs them."""
@@ -263,7 +292,15 @@ class _Transaction:
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
         if isinstance(exc, sqlite3.OperationalError):
-            raise OSError(f"could not write the document store {self.path}: {exc}") from exc
+            raise write_error(exc, self.path) from exc
+
+
+def write_error(err: sqlite3.OperationalError, path: Path) -> OSError:
+    """An ``OSError`` naming the store for a failed write; a full disk (``SQLITE_FULL``) carries ``ENOSPC``."""
+    message = f"could not write the document store {path}: {err}"
+    if getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return OSError(errno.ENOSPC, f"{message}; free some space in {path.parent}", str(path))
+    return OSError(message)
 
 
 def _parts(values: list[Any]) -> Iterable[list[Any]]:

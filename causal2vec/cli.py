@@ -286,13 +286,24 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"query": query, "hits": [h.to_dict(snippet=args.snippet) for h in hits]}))
             continue
-        print(f"query: {query}")
+        print(f"query: {printable(query)}")
         for rank, hit in enumerate(hits, start=1):
-            title = f"  {hit.title}" if hit.title else ""
-            print(f"  {rank:>2}. {hit.score:.4f}  [{hit.id}]{title}")
-            print(f"      {hit.snippet(args.snippet)}")
+            title = f"  {printable(hit.title)}" if hit.title else ""
+            print(f"  {rank:>2}. {hit.score:.4f}  [{printable(hit.id)}]{title}")
+            print(f"      {printable(hit.snippet(args.snippet))}")
         print()
     return 0
+
+
+def printable(value: str) -> str:
+    r"""``value`` for one line of text output: each character that is not printable escaped as ``repr`` does.
+
+    Control characters, line separators and the like become ``\n``, ``\x1b``, ``\u2028`` …, so that stored text
+    (an id of an index built before ids were checked, say) can neither break a line nor steer the terminal.
+    """
+    if value.isprintable():
+        return value
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in value)
 
 
 def cmd_delete(args: argparse.Namespace) -> int:

@@ -164,12 +164,13 @@ class JsonlRetrievalTask(AbsTaskRetrieval):
 
     folder: Path
     qrels_path: Path
+    qrels: dict[str, dict[str, int]]  # read and checked when the folder is
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
-        """Read the corpus, queries and qrels; drop queries without a relevant document (as mteb does)."""
+        """Read the corpus and queries; drop queries without a relevant document (as mteb does)."""
         corpus = _records(self.folder / "corpus.jsonl", with_title=True)
         queries = _records(self.folder / "queries.jsonl", with_title=False)
-        qrels = read_qrels(self.qrels_path)
+        qrels = self.qrels
         _check_qrel_ids(qrels, {r["id"] for r in queries}, {r["id"] for r in corpus}, self.qrels_path)
         dropped = sum(r["id"] not in qrels for r in queries)
         if dropped:
@@ -187,12 +188,102 @@ class JsonlRetrievalTask(AbsTaskRetrieval):
 def load_jsonl_task(folder: Path) -> AbsTask:
     """Make a retrieval task from a folder holding ``corpus.jsonl``, ``queries.jsonl`` and qrels.
 
+    The qrels and ``task.json`` are checked here, before any model loads; the corpus and queries are read when the
+    task runs.
+
     Raises:
         FileNotFoundError: If a required file is missing (the message lists what the folder needs).
-        ValueError: If ``task.json`` is malformed or names an unknown setting.
+        ValueError: If ``task.json`` is malformed or names an unknown setting or score, or no qrels score is
+            positive (no query would have a relevant document).
     """
     spec = _task_spec(folder)
     split = spec.get("split", "test")
+    qrels_path = _qrels_path(folder, split)
+    name = spec.get("name", folder.resolve().name)
+    if _is_taken(name):
+        raise ValueError(
+            f"task folder {folder} is named {name!r}, which is already an MTEB or built-in task (or a task type); "
+            'set another name in task.json, e.g. {"name": "' + name + 'Local"}'
+        )
+    main_score = spec.get("main_score", "ndcg_at_10")
+    _check_main_score(main_score, folder / "task.json")
+    qrels = read_qrels(qrels_path)
+    _check_positive(qrels, name, qrels_path)
+    metadata = _metadata(
+        name,
+        "Retrieval",
+        main_score,
+        spec.get("description", f"Retrieval task read from {folder}"),
+        reference=None,
+        dataset={"path": f"local/{name}", "revision": "local"},
+        eval_splits=[split],
+        date=None,
+        domains=None,
+        prompt={"query": spec["instruction"]} if spec.get("instruction") else None,
+    )
+    attributes = {"metadata": metadata, "folder": folder, "qrels_path": qrels_path, "qrels": qrels}
+    return type(f"JsonlRetrievalTask[{name}]", (JsonlRetrievalTask,), attributes)()
+
+
+@functools.cache
+def retrieval_score_names() -> tuple[str, ...]:
+    """The names of the scores mteb reports for a retrieval task (``ndcg_at_10``, ``mrr_at_5`` …), sorted.
+
+    They are read off mteb's own scoring of a one-query example, at the k values retrieval tasks use, so they
+    follow the installed mteb.
+    """
+    from mteb._evaluators.retrieval_metrics import calculate_retrieval_scores, make_score_dict
+
+    r = calculate_retrieval_scores({"q": {"d": 1.0}}, {"q": {"d": 1}}, list(AbsTaskRetrieval.k_values))
+    scores = make_score_dict(
+        ndcg=r.ndcg, _map=r.map, recall=r.recall, precision=r.precision, mrr=r.mrr, naucs=r.naucs,
+        naucs_mrr=r.naucs_mrr, hit_rate=r.hit_rate, task_scores={},
+    )  # fmt: skip
+    return tuple(sorted(scores))
+
+
+def _check_main_score(main_score: str, path: Path) -> None:
+    """Refuse a ``main_score`` that mteb does not report for retrieval, listing the ones it does."""
+    names = retrieval_score_names()
+    if main_score in names:
+        return
+    close = difflib.get_close_matches(main_score, names, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "."
+    plain = [n for n in names if not n.startswith("nauc_")]
+    raise ValueError(
+        f"{path}: main_score {main_score!r} is not a score of a retrieval task{hint} Choose one of "
+        f"{', '.join(plain)}, or an nauc_* score (nauc_<metric>_at_<k>_max, _std or _diff1)"
+    )
+
+
+def _check_positive(qrels: dict[str, dict[str, int]], task: str, path: Path) -> None:
+    """Refuse qrels with no positive score, and warn about judged queries that have none.
+
+    mteb counts a document as relevant when its score is above 0, so without one every model scores 0.
+
+    Raises:
+        ValueError: If no score in ``qrels`` is positive, naming the task and the file.
+    """
+    without = [query for query, docs in qrels.items() if not any(score > 0 for score in docs.values())]
+    if len(without) == len(qrels):
+        raise ValueError(
+            f"task {task}: no score in {path} is positive, so no query has a relevant document and every model would "
+            "score 0; mark relevant documents with a score of 1 or more (0 or below means not relevant)"
+        )
+    if without:
+        logger.warning(
+            "task %s: %d of %d judged queries in %s have no positive score (no relevant document), so they score 0 "
+            "for every model; e.g. %s",
+            task, len(without), len(qrels), path, ", ".join(repr(q) for q in without[:3]),
+        )  # fmt: skip
+
+
+def _qrels_path(folder: Path, split: str) -> Path:
+    """The folder's qrels file, after checking that the corpus and queries are there too.
+
+    Raises:
+        FileNotFoundError: Listing what the folder lacks.
+    """
     missing = [name for name in ("corpus.jsonl", "queries.jsonl") if not (folder / name).is_file()]
     qrels_path = next(
         (p for p in (folder / "qrels.tsv", folder / "qrels" / f"{split}.tsv", folder / "qrels.jsonl") if p.is_file()),
@@ -204,26 +295,7 @@ def load_jsonl_task(folder: Path) -> AbsTask:
             f"{folder} is not a retrieval task folder: missing {', '.join(missing)}. A task folder holds "
             "corpus.jsonl, queries.jsonl and qrels (see `python -m eval --help`)"
         )
-    name = spec.get("name", folder.resolve().name)
-    if _is_taken(name):
-        raise ValueError(
-            f"task folder {folder} is named {name!r}, which is already an MTEB or built-in task (or a task type); "
-            'set another name in task.json, e.g. {"name": "' + name + 'Local"}'
-        )
-    metadata = _metadata(
-        name,
-        "Retrieval",
-        spec.get("main_score", "ndcg_at_10"),
-        spec.get("description", f"Retrieval task read from {folder}"),
-        reference=None,
-        dataset={"path": f"local/{name}", "revision": "local"},
-        eval_splits=[split],
-        date=None,
-        domains=None,
-        prompt={"query": spec["instruction"]} if spec.get("instruction") else None,
-    )
-    attributes = {"metadata": metadata, "folder": folder, "qrels_path": qrels_path}
-    return type(f"JsonlRetrievalTask[{name}]", (JsonlRetrievalTask,), attributes)()
+    return qrels_path
 
 
 def _is_taken(name: str) -> bool:

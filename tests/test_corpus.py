@@ -78,3 +78,39 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="chunk size 0"):
         list(chunked([1], 0))
     assert list(chunked(range(5), 2)) == [[0, 1], [2, 3], [4]]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"text": "bad \\ud800 surrogate"}', r"c\.jsonl:3: 'text' holds a lone surrogate '\\ud800' at character 5"),
+        ('{"text": "t", "title": "\\udfff"}', r"c\.jsonl:3: 'title' holds a lone surrogate '\\udfff' at character 1"),
+        ('{"text": "t", "id": "x\\udc80"}', r"c\.jsonl:3: 'id' holds a lone surrogate '\\udc80' at character 2"),
+        ('{"text": "t", "source": "\\ud83d"}', r"c\.jsonl:3: 'metadata' holds a lone surrogate '\\ud83d'"),
+    ],
+)
+def test_a_lone_surrogate_in_jsonl_is_named_by_line_and_field(tmp_path, line, message):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"text": "fine"}\n\n' + line + "\n")
+    with pytest.raises(ValueError, match=message):
+        list(read_corpus(path))
+    path.write_text('{"text": "a pair is fine: \\ud83d\\ude00"}\n')
+    assert [d.text for d in read_corpus(path)] == ["a pair is fine: \U0001f600"]
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".tsv", ".jsonl"])
+def test_bytes_that_are_not_utf8_are_named_by_line(tmp_path, suffix):
+    path = tmp_path / f"c{suffix}"
+    first = b'{"text": "fine"}\n' if suffix == ".jsonl" else b"fine\n"
+    # An encoded surrogate (U+D800 as UTF-8 would encode it) on line 2, preceded by a multi-byte character.
+    path.write_bytes(first + b"\xc3\xa9 bad \xed\xa0\x80 line\n")
+    with pytest.raises(ValueError, match=rf"c\{suffix}:2: not valid UTF-8 \(byte 0xed at character 7\); save the"):
+        list(read_corpus(path))
+
+
+def test_documents_given_in_code_are_checked_too():
+    with pytest.raises(ValueError, match=r"documents\[3\]: the text holds a lone surrogate '\\ud800'"):
+        as_document("bad \ud800", "documents[3]")
+    with pytest.raises(ValueError, match=r"documents\[4\]: 'title' holds a lone surrogate"):
+        as_document(Document(text="t", title="\udc00"), "documents[4]")
+    assert as_document({"text": "t"}, "documents[5]").source == "documents[5]"

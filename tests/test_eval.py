@@ -481,3 +481,49 @@ def test_qrels_read_from_tsv_with_or_without_header_and_from_jsonl(tmp_path):
     (tmp_path / "wide.tsv").write_text("q1\td1\t1\textra\n")
     with pytest.raises(ValueError, match=r"wide\.tsv:1: 4 columns"):
         read_qrels(tmp_path / "wide.tsv")
+
+
+def _rescore(folder: Path, score: str, first_only: bool = False) -> None:
+    """Give every qrels row (or only the first judged query's) another score."""
+    path = folder / "qrels" / "test.tsv"
+    header, *rows = path.read_text().splitlines()
+    rows = [r.rsplit("\t", 1)[0] + f"\t{score}" if not first_only or i == 0 else r for i, r in enumerate(rows)]
+    path.write_text("\n".join([header, *rows]) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda f: (f / "task.json").write_text('{"main_score": "accuracy_at_999"}'),
+            r"task\.json: main_score 'accuracy_at_999' is not a score of a retrieval task; did you mean 'accuracy'\? "
+            r"Choose one of accuracy, hit_rate_at_1, .*, ndcg_at_10, .*, recall_at_5, or an nauc_\* score",
+        ),
+        (lambda f: (f / "task.json").write_text('{"main_score": "NDCG@10"}'), r"main_score 'NDCG@10' is not a score"),
+        (lambda f: _rescore(f, "0"), r"task t: no score in .*test\.tsv is positive, so no query has a relevant"),
+        (lambda f: _rescore(f, "-5"), r"task t: no score in .*test\.tsv is positive"),
+    ],
+)
+def test_task_folder_scores_are_checked_before_any_model_loads(tmp_path, capsys, monkeypatch, change, message):
+    import eval.models
+
+    _write_task(tmp_path / "t", n=3)
+    change(tmp_path / "t")
+    monkeypatch.setattr(eval.models, "resolve_model", lambda label: pytest.fail(f"{label} was loaded"))
+    args = ["--model", "default", "--tasks", str(tmp_path / "t"), "--output", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_queries_without_a_positive_score_are_named_in_a_warning(tmp_path, caplog):
+    from eval.tasks import load_jsonl_task
+
+    articles = _write_task(tmp_path / "t", n=3)
+    _rescore(tmp_path / "t", "0", first_only=True)
+    with caplog.at_level("WARNING", logger="eval.tasks"):
+        task = load_jsonl_task(tmp_path / "t")
+    assert task.metadata.main_score == "ndcg_at_10"
+    (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    pattern = rf"task t: 1 of 3 judged queries in .*test\.tsv have no positive score .* e\.g\. 'q-{articles[0].id}'"
+    assert re.search(pattern, record.getMessage()), record.getMessage()

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -324,6 +330,126 @@ def test_duplicate_ids(tmp_path):
     assert index.get(["x"])[0].text == "b" and len(index) == 6
     with pytest.raises(ValueError, match="on_duplicate='merge' is not supported"):
         index.add(docs(1), on_duplicate="merge")
+
+
+@pytest.mark.parametrize(
+    ("doc_id", "shown"),
+    [
+        (
+            "line1\nFORGED 0.999 fake-title",
+            r"'line1\\nFORGED 0.999 fake-title' holds the control character '\\n' at character 6",
+        ),
+        ("tab\there", r"'tab\\there' holds the control character '\\t' at character 4"),
+        ("nul\x00id", r"'nul\\x00id' holds the control character '\\x00' at character 4"),
+        ("esc\x1b[2J", r"'esc\\x1b\[2J' holds the control character '\\x1b' at character 4"),
+        ("c1\x85", r"'c1\\x85' holds the control character '\\x85' at character 3"),
+        ("sep\u2028x", r"'sep\\u2028x' holds the control character '\\u2028' at character 4"),
+        ("del\x7f", r"'del\\x7f' holds the control character '\\x7f' at character 4"),
+    ],
+)
+def test_ids_with_control_characters_are_refused(tmp_path, doc_id, shown):
+    index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(5))
+    with pytest.raises(ValueError, match=r"documents\[1\]: id " + shown + "; ids may not hold control characters"):
+        index.add([{"id": "fine", "text": "a"}, {"id": doc_id, "text": "b"}])
+    assert_consistent(index, {f"d{i}" for i in range(5)})
+
+
+@pytest.mark.parametrize("doc_id", ["", "   "])
+def test_blank_ids_are_refused(tmp_path, doc_id):
+    with pytest.raises(ValueError, match=rf"documents\[0\]: the id '{doc_id}' is blank; give a non-empty id, or none"):
+        SemanticIndex.build(tmp_path / "idx", HashEmbedder(), [{"id": doc_id, "text": "a"}])
+    assert not (tmp_path / "idx").exists()
+
+
+def test_ids_that_only_look_odd_are_kept_exactly(tmp_path):
+    ids = ["café/ü", "a b", "nbsp\u00a0id", "zwj\u200did", "日本", "x" * 1000]
+    index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), [{"id": i, "text": i} for i in ids])
+    assert [d.id for d in index.get(ids)] == ids
+
+
+def test_a_generated_id_that_clashes_with_a_given_one_names_both_lines(tmp_path):
+    given_later = [{"text": "no id: gets '1'"}, {"id": "1", "text": "given '1'"}]
+    with pytest.raises(ValueError, match=r"^id '1' on documents\[1\] clashes with the id generated for documents\[0\] "
+                                         r"\(documents without an id get the string of their internal number\); give "
+                                         r"every document an explicit id$"):  # fmt: skip
+        SemanticIndex.build(tmp_path / "a", HashEmbedder(), given_later)
+    given_first = [{"id": "2", "text": "given '2'"}, {"text": "no id: gets '2'"}]
+    with pytest.raises(
+        ValueError, match=r"^the id '2' generated for documents\[1\] is already the id of documents\[0\] \("
+    ):
+        SemanticIndex.build(tmp_path / "b", HashEmbedder(), given_first)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("on_duplicate", ["error", "replace", "skip"])
+def test_a_clash_with_an_id_generated_in_an_earlier_chunk_is_an_error(tmp_path, on_duplicate):
+    index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(3))
+    generated = str(index.store._next_vid())  # what the next document without an id is given
+    batch = [{"text": "no id"}, {"text": "filler"}, {"id": generated, "text": "given the same id"}]
+    with pytest.raises(ValueError, match=rf"id '{generated}' on documents\[2\] clashes with the id generated for an "
+                                         "earlier document of this input"):  # fmt: skip
+        index.add(batch, chunk_size=1, on_duplicate=on_duplicate)
+    assert_consistent(index, {"d0", "d1", "d2"})
+    clashing = [{"id": "d1", "text": "given"}, {"text": "generated"}]  # a generated id that is a stored id is fine
+    assert index.add(clashing, on_duplicate="skip") == 1
+
+
+def test_a_discard_that_fails_on_a_full_disk_still_ends_the_staging(tmp_path, monkeypatch):
+    from causal2vec.search.docstore import DocumentStore
+
+    index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(10))
+    calls = []
+    real = DocumentStore.discard_pending
+
+    def full_once(self, g):
+        calls.append(g)
+        if len(calls) == 2:  # begin() runs first; the discard after the failure runs second
+            raise OSError(errno.ENOSPC, "could not write the document store: database or disk is full")
+        return real(self, g)
+
+    monkeypatch.setattr(DocumentStore, "discard_pending", full_once)
+    failing = [*docs(8, start=100), {"id": "d3", "text": "already stored"}]
+    with pytest.raises(OSError, match="disk is full"):
+        index.add(failing, chunk_size=4)
+    index.add(docs(2, start=200))  # must start a fresh staging that drops the failed one's rows
+    index.save()
+    assert_consistent(index, {f"d{i}" for i in range(10)} | {"d200", "d201"})
+    assert_consistent(SemanticIndex.load(tmp_path / "idx"), {f"d{i}" for i in range(10)} | {"d200", "d201"})
+
+
+def _on_a_small_tmpfs(folder, spare_kb: int) -> dict[str, str]:
+    """Run tests/full_disk_process.py on a 400 KB tmpfs mounted at ``folder`` in a mount namespace of its own."""
+    script = 'mount -t tmpfs -o size=400k tmpfs "$1" && exec "$2" -m tests.full_disk_process "$1" "$3"'
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "sh", str(folder), sys.executable, str(spare_kb)],
+        capture_output=True, text=True, cwd=root, env=env, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    return dict(line.split(" ", 1) for line in run.stdout.splitlines())
+
+
+@pytest.mark.parametrize("spare_kb", [0, 40])
+def test_after_a_full_disk_the_next_writer_folds_the_leftover_log_or_says_to_free_space(tmp_path, spare_kb):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    probe = subprocess.run(["unshare", "-rm", "mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(folder)],
+                           capture_output=True, text=True) if shutil.which("unshare") else None  # fmt: skip
+    if probe is None or probe.returncode != 0:
+        pytest.skip("needs a small tmpfs mounted in a user namespace of its own (unshare -rm), which this machine "
+                    f"does not allow: {probe.stderr.strip() if probe else 'no unshare command'}")  # fmt: skip
+    index = folder / "idx"
+    steps = _on_a_small_tmpfs(folder, spare_kb)
+    free_space = f"database or disk is full; free some space in {index}"
+    assert steps["APPEND"].startswith(f"{errno.ENOSPC} ") and free_space in steps["APPEND"], steps
+    assert "documents.sqlite-wal" in steps["AFTER"], "the failed append was expected to leave its log behind"
+    if spare_kb == 0:  # still no room: the delete says to free space, and the index is as it was
+        assert steps["DELETE"].startswith(f"{errno.ENOSPC} ") and free_space in steps["DELETE"], steps
+        assert "vectors.1.faiss" in steps["LEFT"]
+    else:  # 40 KB freed: the leftover log is folded and truncated first, so the delete fits and nothing is left
+        assert steps["DELETE"] == "OK 19", steps
+        assert steps["LEFT"] == "documents.sqlite manifest.json vectors.2.faiss", steps
 
 
 def test_model_dimension_must_match(tmp_path):

@@ -295,3 +295,95 @@ def test_a_full_document_store_is_reported_as_a_full_disk(tmp_path, corpus_file,
     monkeypatch.setattr("causal2vec.cli.read_corpus", interrupted_after(3, broken))
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         main(append)
+
+
+def test_bad_text_in_a_corpus_exits_2_naming_the_file_and_line(tmp_path, tiny_checkpoint, capsys):
+    jsonl = tmp_path / "bad.jsonl"
+    jsonl.write_text('{"text": "fine"}\n{"text": "bad \\ud800 surrogate"}\n')
+    lines = tmp_path / "bad.txt"
+    lines.write_bytes(b"fine\nbad \xed\xa0\x80 line\n")
+    expected = {
+        jsonl: f"{jsonl}:2: 'text' holds a lone surrogate '\\ud800' at character 5",
+        lines: f"{lines}:2: not valid UTF-8 (byte 0xed at character 5)",
+    }
+    model = ["--model", str(tiny_checkpoint), "-q", "--device", "cpu"]
+    for path, message in expected.items():
+        for argv in (["encode", str(path), "-o", str(tmp_path / "e.npy")], ["index", "--corpus", str(path),
+                     "--index", str(tmp_path / "bad.idx")]):  # fmt: skip
+            assert main([*argv, *model]) == 2
+            err = capsys.readouterr().err
+            assert f"causal2vec {argv[0]}: error: {message}" in err, err
+    assert not (tmp_path / "e.npy").exists() and not (tmp_path / "bad.idx").exists()
+
+
+def test_bad_ids_and_id_clashes_exit_2_naming_the_line(tmp_path, corpus_file, tiny_checkpoint, capsys):
+    index = tmp_path / "news.idx"
+    assert main(index_args(corpus_file, index, tiny_checkpoint)) == 0
+    more = tmp_path / "more.jsonl"
+    append = ["index", "--append", "--corpus", str(more), "--index", str(index), "-q", "--device", "cpu"]
+    cases = {
+        '{"id": "ok", "text": "a"}\n{"id": "tab\\there", "text": "b"}\n':
+            f"{more}:2: id 'tab\\there' holds the control character '\\t' at character 4; ids may not hold control",
+        '{"id": "", "text": "a"}\n': f"{more}:1: the id '' is blank",
+        '{"text": "no id"}\n{"id": "41", "text": "given the id generated for line 1"}\n':
+            f"id '41' on {more}:2 clashes with the id generated for {more}:1 (documents without an id get the string "
+            "of their internal number); give every document an explicit id",
+    }  # fmt: skip
+    capsys.readouterr()
+    for content, message in cases.items():
+        more.write_text(content)
+        assert main(append) == 2
+        err = capsys.readouterr().err
+        assert f"causal2vec index: error: {message}" in err, err
+    kept = SemanticIndex.load(index)
+    assert (len(kept), kept.manifest.generation) == (40, 1)
+
+
+def test_search_text_output_escapes_control_characters_and_json_keeps_them(tmp_path, corpus_file, tiny_checkpoint,
+                                                                          capsys):  # fmt: skip
+    index = tmp_path / "news.idx"
+    assert main(index_args(corpus_file, index, tiny_checkpoint)) == 0
+    forged = "line1\nFORGED 0.999 fake-title"
+    with sqlite3.connect(index / "documents.sqlite") as db:  # an index written before ids were checked
+        db.execute("UPDATE documents SET id = ?, title = ? WHERE id = 'n0'", (forged, "T\x1b[2J\u2028x"))
+    query = corpus_file.read_text().splitlines()[0]
+    search = ["search", "--index", str(index), json.loads(query)["text"][:200], "-k", "40", "--device", "cpu"]
+    capsys.readouterr()
+    assert main(search) == 0
+    out = capsys.readouterr().out
+    assert not any(line.startswith("FORGED") for line in out.splitlines()), out
+    assert "[line1\\nFORGED 0.999 fake-title]  T\\x1b[2J\\u2028x" in out, out
+    assert "\x1b" not in out and "\u2028" not in out
+    assert main([*search, "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert [h["title"] for h in hits if h["id"] == forged] == ["T\x1b[2J\u2028x"]
+
+
+def test_a_document_store_that_cannot_grow_says_to_free_space(tmp_path, corpus_file, tiny_checkpoint, monkeypatch,
+                                                              capsys):  # fmt: skip
+    from causal2vec.search.docstore import DocumentStore
+
+    index = tmp_path / "news.idx"
+    assert main(index_args(corpus_file, index, tiny_checkpoint)) == 0
+    opened = DocumentStore.__init__
+
+    def cannot_grow(self, path):  # SQLite's own limit: writes past it fail with SQLITE_FULL, as on a full disk
+        opened(self, path)
+        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+        self.db.execute(f"PRAGMA max_page_count = {pages}")
+
+    monkeypatch.setattr(DocumentStore, "__init__", cannot_grow)
+    more = tmp_path / "more.txt"
+    more.write_text("".join(f"another long document, number {i}, " * 20 + "\n" for i in range(50)))
+    append = ["index", "--append", "--corpus", str(more), "--index", str(index), "-q", "--device", "cpu"]
+    capsys.readouterr()
+    assert main(append) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"causal2vec index: error: no space left on the device while writing {index / 'documents.sqlite'}; {index} is "
+        "unchanged. Free some space and run the command again"
+    ) in err, err
+    monkeypatch.undo()
+    assert len(SemanticIndex.load(index)) == 40
+    assert main(append) == 0, capsys.readouterr().err
+    assert len(SemanticIndex.load(index)) == 90

@@ -7,10 +7,11 @@ lists for encoding. Every error names the file and the line.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -29,12 +30,14 @@ class Document:
         id: The caller's id; ``None`` lets the index assign one (the string of its internal number).
         title: An optional title; when present it is embedded in front of the text (title, newline, text).
         metadata: Any JSON object, stored and returned with search hits.
+        source: Where the document was read, e.g. ``news.jsonl:12``, for error messages (not compared).
     """
 
     text: str
     id: str | None = None
     title: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    source: str | None = field(default=None, compare=False, repr=False)
 
     def embedding_text(self) -> str:
         """The string that is embedded: the title and the text on separate lines, or the text alone."""
@@ -48,7 +51,7 @@ def detect_format(path: str | Path) -> str:
 
 
 def read_corpus(path: str | Path, fmt: CorpusFormat = "auto") -> Iterator[Document]:
-    """Stream the documents of a corpus file (``"-"`` reads standard input).
+    r"""Stream the documents of a corpus file (``"-"`` reads standard input), read as UTF-8.
 
     Formats:
         * ``jsonl``: one object per line with a string ``text``, and optionally ``id`` (string or integer;
@@ -59,7 +62,8 @@ def read_corpus(path: str | Path, fmt: CorpusFormat = "auto") -> Iterator[Docume
         * ``lines``: one document per line, ids assigned by the index. Blank lines are skipped.
 
     Raises:
-        ValueError: For an unknown format, or a malformed record (naming the file and line).
+        ValueError: For an unknown format, or a malformed record (naming the file and line), including bytes that
+            are not UTF-8 and text that UTF-8 cannot hold (a lone surrogate such as the JSON escape ``\ud800``).
         FileNotFoundError: If the file does not exist.
     """
     if fmt not in FORMATS:
@@ -70,10 +74,76 @@ def read_corpus(path: str | Path, fmt: CorpusFormat = "auto") -> Iterator[Docume
         raise FileNotFoundError(f"corpus file {name} does not exist")
     reader = {"jsonl": _read_jsonl, "tsv": _read_tsv, "lines": _read_lines}[fmt]
     if name == "<stdin>":
+        yield from _read_stdin(reader, name)
+        return
+    # Bytes that are not UTF-8 become lone surrogates, so that _lines can name their line instead of the decoder
+    # failing somewhere in a block of lines.
+    with open(name, encoding="utf-8", errors="surrogateescape", newline="") as stream:
+        yield from reader(stream, name)
+
+
+def _read_stdin(reader: Callable[[TextIO, str], Iterator[Document]], name: str) -> Iterator[Document]:
+    """Standard input read as the files are (UTF-8, bad bytes kept for :func:`_lines` to name)."""
+    if not hasattr(sys.stdin, "buffer"):  # already text, e.g. a StringIO
         yield from reader(sys.stdin, name)
         return
-    with open(name, encoding="utf-8", newline="") as stream:
+    stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape", newline="")
+    try:
         yield from reader(stream, name)
+    finally:
+        stream.detach()  # leave sys.stdin's buffer open
+
+
+def check_text(value: str, where: str, what: str) -> None:
+    r"""Refuse a string that UTF-8 cannot encode: one holding a lone surrogate, e.g. from the JSON escape ``\ud800``.
+
+    Tokenizers, SQLite and JSON output all need text that UTF-8 can encode.
+
+    Raises:
+        ValueError: Naming ``where``, ``what`` and the character's position.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"{where}: {what} holds a lone surrogate {value[err.start]!r} at character {err.start + 1}; text must be "
+            "valid Unicode (an escape from \\ud800 to \\udfff is valid only as half of a surrogate pair)"
+        ) from None
+
+
+def check_document(doc: Document, where: str) -> None:
+    """Check every string of a document with :func:`check_text` (the metadata as the JSON it is stored as).
+
+    Raises:
+        ValueError: Naming ``where`` and the field.
+    """
+    check_text(doc.text, where, "'text'")
+    if doc.title is not None:
+        check_text(doc.title, where, "'title'")
+    if doc.id is not None:
+        check_text(doc.id, where, "'id'")
+    if doc.metadata:
+        check_text(json.dumps(doc.metadata, ensure_ascii=False), where, "'metadata'")
+
+
+def _lines(stream: TextIO, name: str) -> Iterator[str]:
+    """The lines of a stream read with ``errors="surrogateescape"``, each checked to have been UTF-8.
+
+    Raises:
+        ValueError: Naming the file, the line and the first byte that is not UTF-8.
+    """
+    for lineno, line in enumerate(stream, start=1):
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError as err:
+            char = line[err.start]
+            if not "\udc80" <= char <= "\udcff":  # a real lone surrogate (text from a StringIO, not bytes)
+                check_text(line, f"{name}:{lineno}", "the line")
+            raise ValueError(
+                f"{name}:{lineno}: not valid UTF-8 (byte 0x{ord(char) - 0xDC00:02x} at character {err.start + 1}); "
+                "save the file as UTF-8"
+            ) from None
+        yield line
 
 
 def count_lines(path: str | Path) -> int | None:
@@ -98,12 +168,14 @@ def as_document(item: Document | str | dict[str, Any], where: str = "document") 
 
     Raises:
         TypeError: For anything else, naming ``where`` and the type.
-        ValueError: For a dict without a string ``text``.
+        ValueError: For a dict without a string ``text``, or text that UTF-8 cannot encode (see :func:`check_text`).
     """
     if isinstance(item, Document):
-        return item
+        check_document(item, item.source or where)
+        return item if item.source else replace(item, source=where)
     if isinstance(item, str):
-        return Document(text=item)
+        check_text(item, where, "the text")
+        return Document(text=item, source=where)
     if isinstance(item, dict):
         return _record_to_document(item, where)
     raise TypeError(f"{where} is {type(item).__name__}; pass a Document, a str, or a dict with a 'text' field")
@@ -124,11 +196,13 @@ def _record_to_document(record: dict[str, Any], where: str) -> Document:
     if not isinstance(metadata, dict):
         raise ValueError(f"{where}: 'metadata' must be a JSON object, not {type(metadata).__name__}")
     extra = {k: v for k, v in record.items() if k not in _RESERVED and k != id_field}
-    return Document(text=text, id=None if doc_id is None else str(doc_id), title=title, metadata={**extra, **metadata})
+    doc = Document(text, None if doc_id is None else str(doc_id), title, {**extra, **metadata}, source=where)
+    check_document(doc, where)
+    return doc
 
 
 def _read_jsonl(stream: TextIO, name: str) -> Iterator[Document]:
-    for lineno, line in enumerate(stream, start=1):
+    for lineno, line in enumerate(_lines(stream, name), start=1):
         if not line.strip():
             continue
         try:
@@ -141,7 +215,7 @@ def _read_jsonl(stream: TextIO, name: str) -> Iterator[Document]:
 
 
 def _read_tsv(stream: TextIO, name: str) -> Iterator[Document]:
-    rows = csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)
+    rows = csv.reader(_lines(stream, name), delimiter="\t", quoting=csv.QUOTE_NONE)
     header: list[str] | None = None
     for lineno, row in enumerate(rows, start=1):
         if not row or row == [""]:
@@ -155,9 +229,9 @@ def _read_tsv(stream: TextIO, name: str) -> Iterator[Document]:
                 raise ValueError(f"{where}: {len(row)} columns, but the header names {len(header)}: {header}")
             yield _record_to_document(dict(zip(header, row, strict=True)), where)
         elif len(row) == 1:
-            yield Document(text=row[0])
+            yield Document(text=row[0], source=where)
         elif len(row) == 2:
-            yield Document(text=row[1], id=row[0])
+            yield Document(text=row[1], id=row[0], source=where)
         else:
             raise ValueError(
                 f"{where}: {len(row)} columns; without a header a TSV row is 'text' or 'id<TAB>text'. "
@@ -166,7 +240,7 @@ def _read_tsv(stream: TextIO, name: str) -> Iterator[Document]:
 
 
 def _read_lines(stream: TextIO, name: str) -> Iterator[Document]:
-    for line in stream:
+    for lineno, line in enumerate(_lines(stream, name), start=1):
         text = line.rstrip("\n").rstrip("\r")
         if text.strip():
-            yield Document(text=text)
+            yield Document(text=text, source=f"{name}:{lineno}")

@@ -10,7 +10,9 @@ sees until the manifest moves on, so a writer killed at any point leaves the com
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from causal2vec.search.corpus import Document
+
+logger = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -39,6 +43,21 @@ CREATE INDEX IF NOT EXISTS documents_deleted ON documents(deleted) WHERE deleted
 # Rows a reader at generation g sees; bind g twice.
 VISIBLE = "added <= ? AND (deleted IS NULL OR deleted > ?)"
 _MAX_VARIABLES = 900  # stay under SQLite's limit on bound parameters per statement
+
+
+class IdTakenError(ValueError):
+    """An insert whose id a live document already holds; nothing of the insert was stored.
+
+    Attributes:
+        position: The position, among the documents inserted, of the one whose id was taken.
+        id: The id: the document's own, or the one generated for it (the string of its vid).
+        holder: The position among the same documents of the one that holds the id, or ``None`` when it was stored
+            before this insert.
+    """
+
+    def __init__(self, position: int, doc_id: str, holder: int | None) -> None:
+        super().__init__(f"document id {doc_id!r} is already taken; give every document an explicit id")
+        self.position, self.id, self.holder = position, doc_id, holder
 
 
 @dataclass(frozen=True)
@@ -165,20 +184,27 @@ class DocumentStore:
         Documents without an id get the string of their vid.
 
         Raises:
-            ValueError: If an id is already taken (an assigned id can clash with a caller's numeric id).
+            IdTakenError: If an id is already taken (an assigned id can clash with a caller's numeric id); nothing
+                is inserted.
         """
         vids = np.empty(len(documents), dtype=np.int64)
         sql = "INSERT INTO documents (vid, id, title, text, metadata, added) VALUES (?, ?, ?, ?, ?, ?)"
-        try:
-            with self._transaction():
-                for i, doc in enumerate(documents):
-                    metadata = json.dumps(doc.metadata, ensure_ascii=False) if doc.metadata else None
-                    vid = None if doc.id is not None else self._next_vid()
-                    doc_id = doc.id if doc.id is not None else str(vid)
+        with self._transaction():
+            for i, doc in enumerate(documents):
+                metadata = json.dumps(doc.metadata, ensure_ascii=False) if doc.metadata else None
+                vid = None if doc.id is not None else self._next_vid()
+                doc_id = doc.id if doc.id is not None else str(vid)
+                try:
                     vids[i] = self.db.execute(sql, (vid, doc_id, doc.title, doc.text, metadata, pending)).lastrowid
-        except sqlite3.IntegrityError as err:
-            raise ValueError(f"a document id is already taken ({err}); give every document an explicit id") from err
+                except sqlite3.IntegrityError:
+                    raise IdTakenError(i, doc_id, self._holder(doc_id, vids[:i])) from None
         return vids
+
+    def _holder(self, doc_id: str, inserted: np.ndarray) -> int | None:
+        """The position in ``inserted`` of the live row holding ``doc_id``, or ``None`` if it was there before."""
+        row = self.db.execute("SELECT vid FROM documents WHERE id = ? AND deleted IS NULL", (doc_id,)).fetchone()
+        where = np.flatnonzero(inserted == row[0]) if row else []
+        return int(where[0]) if len(where) else None
 
     def _next_vid(self) -> int:
         row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'documents'").fetchone()
@@ -195,11 +221,36 @@ class DocumentStore:
                 )
 
     def discard_pending(self, g: int) -> int:
-        """Undo everything staged after generation ``g`` (an unsaved or killed write); returns rows dropped."""
+        """Undo everything staged after generation ``g`` (an unsaved or killed write); returns rows dropped.
+
+        A write-ahead log left by a writer that failed (on a full disk, say) is folded into the store first, so that
+        its space is free for this and the next writes (see :meth:`truncate_wal`).
+
+        Raises:
+            OSError: ENOSPC, naming the store, if the disk is too full to fold the log or to undo the rows.
+        """
+        self.truncate_wal()
         with self._transaction():
             dropped = self.db.execute("DELETE FROM documents WHERE added > ?", (g,)).rowcount
             self.db.execute("UPDATE documents SET deleted = NULL WHERE deleted > ?", (g,))
         return dropped
+
+    def truncate_wal(self) -> None:
+        """Fold the write-ahead log into the store and truncate it to zero bytes (``wal_checkpoint(TRUNCATE)``).
+
+        SQLite does this when the last connection closes, unless that fails, e.g. on a full disk; then the log keeps
+        its space (often most of what the failed write used) and every later write would append to it. A checkpoint
+        that readers keep from finishing within the busy timeout is left for a later one.
+
+        Raises:
+            OSError: ENOSPC, naming the store, if there is not even room to fold the log into the store.
+        """
+        try:
+            busy, log_frames, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError as err:
+            raise write_error(err, self.path) from err
+        if busy:
+            logger.info("the write-ahead log of %s (%d pages) is still in use by a reader", self.path, log_frames)
 
     def purge(self, g: int) -> int:
         """Drop rows deleted at or before the committed generation ``g``; no reader of ``g`` needs them."""
@@ -241,7 +292,15 @@ class _Transaction:
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
         if isinstance(exc, sqlite3.OperationalError):
-            raise OSError(f"could not write the document store {self.path}: {exc}") from exc
+            raise write_error(exc, self.path) from exc
+
+
+def write_error(err: sqlite3.OperationalError, path: Path) -> OSError:
+    """An ``OSError`` naming the store for a failed write; a full disk (``SQLITE_FULL``) carries ``ENOSPC``."""
+    message = f"could not write the document store {path}: {err}"
+    if getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return OSError(errno.ENOSPC, f"{message}; free some space in {path.parent}", str(path))
+    return OSError(message)
 
 
 def _parts(values: list[Any]) -> Iterable[list[Any]]:

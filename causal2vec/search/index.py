@@ -157,8 +157,10 @@ class SemanticIndex:
 
     def close(self) -> None:
         """Discard unsaved changes and close the document store."""
-        self._state.discard()
-        self.store.close()
+        try:
+            self._state.discard()
+        finally:
+            self.store.close()
 
     def __enter__(self) -> SemanticIndex:
         return self

@@ -8,6 +8,7 @@ training sample in memory until the stream ends.
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,7 +18,7 @@ from tqdm.auto import tqdm
 
 from causal2vec.search import vectors as faiss_vectors
 from causal2vec.search.corpus import Document, as_document, chunked
-from causal2vec.search.docstore import DocumentStore
+from causal2vec.search.docstore import DocumentStore, IdTakenError
 
 if TYPE_CHECKING:
     from causal2vec.search.manifest import Generations
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
 
 OnDuplicate = Literal["error", "replace", "skip"]
 ON_DUPLICATE = ("error", "replace", "skip")
+
+# Characters an id may not hold: C0 and C1 controls (newline, tab, NUL, ESC …, DEL) and the line and paragraph
+# separators; printed, they would break or forge a line of output.
+_ID_FORBIDDEN = ("Cc", "Zl", "Zp")
+GENERATED = "documents without an id get the string of their internal number"
 
 Embed = Callable[[list[str]], np.ndarray]  # document texts -> (n, dim) embeddings
 AddVectors = Callable[[np.ndarray, np.ndarray], None]  # (vectors, vids) -> None
@@ -108,10 +114,10 @@ def stage_stream(
         chunk_size: Documents per chunk.
         bar: Progress, advanced by each chunk's size.
     """
-    staged, offset = 0, 0
+    staged, offset, generated = 0, 0, GeneratedIds()
     for chunk in chunked(documents, chunk_size):
-        docs = [as_document(item, f"documents[{offset + i}]") for i, item in enumerate(chunk)]
-        keep = resolve_duplicates(docs, store, on_duplicate, delete)
+        docs = checked_documents(chunk, offset)
+        keep = resolve_duplicates(docs, store, on_duplicate, delete, generated)
         docs = [docs[i] for i in keep]
         if embeddings is not None:
             vectors = np.asarray(embeddings[offset : offset + len(chunk)], dtype=np.float32)[keep]
@@ -120,23 +126,113 @@ def stage_stream(
         else:
             vectors = np.empty((0, dim), dtype=np.float32)
         vectors = normalised(np.asarray(vectors, dtype=np.float32), dim, offset)
-        add(vectors, store.insert(docs, pending))
+        add(vectors, insert(store, docs, pending, generated))
         staged += len(docs)
         offset += len(chunk)
         bar.update(len(chunk))
     return staged
 
 
+def checked_documents(chunk: list[Any], offset: int) -> list[Document]:
+    """A chunk of the input as :class:`Document` objects whose ids an index can hold (see :func:`check_id`)."""
+    docs = [as_document(item, f"documents[{offset + i}]") for i, item in enumerate(chunk)]
+    for doc in docs:
+        check_id(doc)
+    return docs
+
+
+def check_id(doc: Document) -> None:
+    """Refuse an id that is blank or holds a control character or a line separator.
+
+    Such an id could not be told apart in printed output (a newline in one would forge a result line), and a blank
+    one cannot be passed back to ``delete``.
+
+    Raises:
+        ValueError: Naming where the document was read (``file:line``), the id and the character.
+    """
+    doc_id, where = doc.id, doc.source
+    if doc_id is None or (doc_id.isprintable() and doc_id.strip()):
+        return
+    if not doc_id.strip():
+        raise ValueError(f"{where}: the id {doc_id!r} is blank; give a non-empty id, or none to have one generated")
+    for position, char in enumerate(doc_id):
+        if unicodedata.category(char) in _ID_FORBIDDEN:
+            shown = doc_id if len(doc_id) <= 60 else doc_id[:60] + "…"
+            raise ValueError(
+                f"{where}: id {shown!r} holds the control character {char!r} at character {position + 1}; ids may "
+                "not hold control characters (newline, tab, NUL, other C0/C1 controls, DEL) or line separators "
+                "(U+2028, U+2029)"
+            )
+
+
+def insert(store: DocumentStore, docs: list[Document], pending: int, generated: GeneratedIds) -> np.ndarray:
+    """Insert a chunk's documents into the store (see :meth:`DocumentStore.insert`); returns their vids.
+
+    Raises:
+        ValueError: If an id generated for a document clashes with a given one, naming both documents' lines.
+    """
+    try:
+        vids = store.insert(docs, pending)
+    except IdTakenError as err:
+        raise ValueError(clash_message(err, docs)) from None
+    generated.record(docs, vids)
+    return vids
+
+
+def clash_message(err: IdTakenError, docs: list[Document]) -> str:
+    """What a clash between a generated id and a given one is, naming where each document was read."""
+    doc = docs[err.position]
+    holder = None if err.holder is None else docs[err.holder]
+    fix = f"({GENERATED}); give every document an explicit id"
+    if doc.id is not None and holder is not None:
+        return f"id {err.id!r} on {doc.source} clashes with the id generated for {holder.source} {fix}"
+    if doc.id is not None:
+        return f"id {err.id!r} on {doc.source} is already taken {fix}"
+    where = holder.source if holder is not None else "a document already stored (in the index or earlier input)"
+    return f"the id {err.id!r} generated for {doc.source} is already the id of {where} {fix}"
+
+
+class GeneratedIds:
+    """Which of one input's stored rows got a generated id: a flag per vid, from the first such vid on."""
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self.flags = bytearray()
+
+    def record(self, docs: list[Document], vids: np.ndarray) -> None:
+        """Note the vids of the documents that had no id of their own (vids grow with every insert)."""
+        for doc, vid in zip(docs, vids.tolist(), strict=True):
+            if doc.id is None:
+                self.first = vid if self.first is None else self.first
+                offset = vid - self.first
+                self.flags.extend(bytes(max(0, offset + 1 - len(self.flags))))
+                self.flags[offset] = 1
+
+    def __contains__(self, vid: object) -> bool:
+        offset = int(vid) - self.first if self.first is not None and isinstance(vid, int) else -1
+        return 0 <= offset < len(self.flags) and self.flags[offset] == 1
+
+
 def resolve_duplicates(
-    docs: list[Document], store: DocumentStore, on_duplicate: OnDuplicate, delete: DeleteVids
+    docs: list[Document],
+    store: DocumentStore,
+    on_duplicate: OnDuplicate,
+    delete: DeleteVids,
+    generated: GeneratedIds | None = None,
 ) -> list[int]:
     """Positions of ``docs`` to store, after ids repeated in the chunk or already stored are resolved.
 
+    An id that was generated for an earlier document of the same input is never replaced or skipped: that is an
+    error whatever ``on_duplicate`` says (``generated`` holds those documents' vids).
+
     Raises:
-        ValueError: Under ``"error"``, naming the repeated or stored ids; nothing is changed.
+        ValueError: Under ``"error"``, naming the repeated or stored ids, or for a clash with a generated id;
+            nothing is changed.
     """
     keep = dedupe_chunk(docs, on_duplicate)
     existing = store.live_vids([docs[i].id for i in keep if docs[i].id is not None])
+    if generated is not None:
+        refuse_generated(docs, existing, generated)
     if existing and on_duplicate == "error":
         raise ValueError(
             f"{len(existing)} document ids are already in the index: {preview(list(existing))}; "
@@ -147,6 +243,20 @@ def resolve_duplicates(
     if existing:
         delete([vid for vid, _ in existing.values()])
     return keep
+
+
+def refuse_generated(docs: list[Document], existing: dict[str, tuple[int, int]], generated: GeneratedIds) -> None:
+    """Refuse a document whose id is one the same input generated earlier (``existing``: id → (vid, added)).
+
+    Raises:
+        ValueError: Naming the document's line and the id.
+    """
+    for doc in docs:
+        if doc.id in existing and existing[doc.id][0] in generated:
+            raise ValueError(
+                f"id {doc.id!r} on {doc.source} clashes with the id generated for an earlier document of this input "
+                f"({GENERATED}); give every document an explicit id"
+            )
 
 
 def dedupe_chunk(docs: list[Document], on_duplicate: OnDuplicate) -> list[int]:

@@ -354,10 +354,12 @@ class Generations:
         """Drop the staged changes: the store's pending rows, the vectors, temporary files; release the lock."""
         if not self.staging:
             return
-        self.store.discard_pending(self.manifest.generation)
-        self._replace_vectors(faiss_vectors.read(self.path / self.manifest.vectors_file))
-        remove_leftovers(self.path, keep=self.manifest.vectors_file)
-        self.end()
+        try:  # on a full disk this can fail; the next writer's begin() drops the rows then
+            self.store.discard_pending(self.manifest.generation)
+        finally:
+            self._replace_vectors(faiss_vectors.read(self.path / self.manifest.vectors_file))
+            remove_leftovers(self.path, keep=self.manifest.vectors_file)
+            self.end()
 
     def _replace_vectors(self, index: Any) -> None:
         """Take a freshly read vector index, checked against the manifest, on the GPUs if the old one was."""

@@ -148,6 +148,16 @@ def test_export_replaces_an_earlier_export_and_refuses_other_folders(tiny_checkp
     first = (out / "onnx" / "manifest.json").read_text()
     assert main(["--model", str(tiny_checkpoint), "--output", str(out), "--opset", "20"]) == 0
     assert json.loads((out / "onnx" / "manifest.json").read_text())["opset"] == 20 != json.loads(first)["opset"]
+    (out / "notes.txt").write_text("notes of the user")  # an earlier export holding the user's files is refused
+    (out / "mydata").mkdir()
+    (out / "mydata" / "a.txt").write_text("x")
+    (out / "onnx" / "mine.onnx").write_text("y")
+    assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--output {out} is an earlier export that also holds what an export does not write" in err
+    assert "mydata, mydata/a.txt, notes.txt, onnx/mine.onnx" in err
+    assert (out / "notes.txt").read_text() == "notes of the user" and (out / "mydata" / "a.txt").read_text() == "x"
+    assert json.loads((out / "onnx" / "manifest.json").read_text())["opset"] == 20, "the earlier export changed"
     other = tmp_path / "notes"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
@@ -162,25 +172,6 @@ def test_export_replaces_an_earlier_export_and_refuses_other_folders(tiny_checkp
     assert (other / "notes.txt").read_text() == "keep me" and not inside.exists()
     assert main(["--model", str(other), "--output", str(tmp_path / "x")]) == 2
     assert f"--model {other} is not a Causal2Vec checkpoint" in capsys.readouterr().err
-
-
-def test_an_earlier_export_holding_the_users_files_is_refused(tiny_checkpoint, tmp_path, capsys):
-    out = tmp_path / "t1"
-    assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 0
-    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
-    (out / "notes.txt").write_text("notes of the user")
-    (out / "mydata").mkdir()
-    (out / "mydata" / "a.txt").write_text("x")
-    (out / "onnx" / "mine.onnx").write_text("y")
-    assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert f"--output {out} is an earlier export that also holds what an export does not write" in err
-    assert "mydata, mydata/a.txt, notes.txt, onnx/mine.onnx" in err
-    assert (out / "notes.txt").read_text() == "notes of the user" and (out / "mydata" / "a.txt").read_text() == "x"
-    for extra in ("notes.txt", "mydata/a.txt", "mydata", "onnx/mine.onnx"):
-        (out / extra).unlink() if (out / extra).is_file() else (out / extra).rmdir()
-    assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 0, "the export alone is replaceable"
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == written
 
 
 def test_a_broken_symlink_on_the_output_path_is_named(tiny_checkpoint, tmp_path, capsys):

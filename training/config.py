@@ -270,12 +270,7 @@ def check_ranges(section: Any, prefix: str, where: str) -> None:
 
 def _check_assembly_config(values: dict[str, Any], where: str) -> None:
     """Build the fresh assembly's ``Causal2VecConfig`` now, so a bad value fails before any model loads."""
-    names = [f.name for f in dataclasses.fields(Causal2VecConfig)]
-    for key in values:
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"{where}: model.config: unknown key {key!r}{hint} (valid keys: {names})")
+    _check_keys(values, Causal2VecConfig, f"{where}: model.config")
     try:
         Causal2VecConfig(**values)
     except (TypeError, ValueError) as err:
@@ -320,13 +315,22 @@ def build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping of keys for {cls.__name__}, got {type(data).__name__}")
     hints = get_type_hints(cls)
+    _check_keys(data, cls, where)
+    return cls(**{key: _value(hints[key], value, f"{where}: {key}") for key, value in data.items()})
+
+
+def _check_keys(data: dict[str, Any], cls: type, where: str) -> None:
+    """Refuse a key that is not a field of dataclass ``cls``, naming the closest field.
+
+    Raises:
+        ValueError: Naming the key, the closest valid one, and every valid key.
+    """
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"{where}: unknown key {key!r}{hint} (valid keys: {names})")
-    return cls(**{key: _value(hints[key], value, f"{where}: {key}") for key, value in data.items()})
 
 
 def _value(hint: Any, value: Any, where: str) -> Any:

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from causal2vec.encoding import EmbeddingBackend
 from causal2vec.runtime import require
+from causal2vec.search.corpus import check_text
 from causal2vec.serve.batcher import Batcher, Loaded, ShuttingDown
 
 require("fastapi")  # or a ModuleNotFoundError naming pip install 'causal2vec[serve]'
@@ -333,17 +334,15 @@ class _Service:
 
 
 def check_unicode(text: str, field: str) -> None:
-    """Refuse a string that UTF-8 cannot hold: a JSON escape of half a UTF-16 pair decodes to a lone surrogate.
+    """Refuse a string that UTF-8 cannot hold (a lone surrogate), as the corpus readers do.
 
     Raises:
         ApiError: 400 naming the field and the position of the first lone surrogate.
     """
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        message = (f"{field} is not valid Unicode: it holds a lone surrogate ({text[err.start]!r}) at character "
-                   f"{err.start}; send text, not half of a UTF-16 pair")  # fmt: skip
-        raise ApiError(400, message, field) from None
+        check_text(text, field, "it")
+    except ValueError as err:
+        raise ApiError(400, str(err), field) from None
 
 
 def _add_status_routes(app: FastAPI, service: _Service, metrics: Metrics) -> None:

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench eval train-default clean
+.PHONY: venv demo test test-fast lint bench eval train-default clean
 
 venv: $(STAMP)
 
@@ -24,7 +24,12 @@ demo: venv
 
 test: venv
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
+
+# The inner loop: everything but the tests marked slow (those that load the real default model). CI runs make test.
+test-fast: venv
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not slow" --durations=15
 
 lint: venv
 	$(PY) -m ruff check .

@@ -75,6 +75,18 @@ def train_state(folder: Path) -> dict[str, float]:
     return {"pairs": state["global_step"] * state["train_batch_size"], "loss": losses[-1] if losses else float("nan")}
 
 
+HEADER = """# Learning curve of {run}
+
+Written by `{command}`. MRR@10 on the selection data (`bench/halves.py`): BBC News validation headlines against
+their bodies, Python documentation section titles against the sections of the documentation's selection part; the
+LLM reads {budget} tokens. `whole`: `[h_C ; h_EOS]` normalised as one vector; `h_C`, `h_EOS`: each half alone;
+`share {share:g}`: each half normalised, `h_C` weighing {share:g} of the cosine (the shipped default's embedding).
+`pairs`: step x batch size. `CPU-h`: the training process's CPU time (user + system) when the checkpoint was written.
+`loss`: the last logged training loss (mean over `output.logging_steps` steps). Baselines have no step.
+
+"""
+
+
 def table(records: list[dict], probes: list[str], share: float) -> str:
     """The curve as a markdown table, baselines first, then checkpoints by step."""
     parts = ["whole", "h_C", "h_EOS", f"share {share:g}"]
@@ -109,6 +121,7 @@ def main() -> None:
     probes = selection_data(args.pairs, args.queries)
     store = args.run / "curve.jsonl"
     records = [json.loads(line) for line in store.read_text().splitlines()] if store.is_file() else []
+    command = " ".join(["python bench/curve.py", *("PID" if a == str(args.train_pid) else a for a in sys.argv[1:])])
     sampler = CpuSampler(args.train_pid) if args.train_pid else None
 
     def score(model: str, label: str, step: int | None, extra: dict) -> None:
@@ -120,7 +133,8 @@ def main() -> None:
         with store.open("a") as f:
             f.write(json.dumps(record) + "\n")
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(table(records, list(probes), args.share))
+        header = HEADER.format(run=args.run, command=command, budget=args.llm_max_length, share=args.share)
+        args.output.write_text(header + table(records, list(probes), args.share))
         print(f"scored {label} in {record['score_seconds']} s", flush=True)
 
     for model in args.baseline:

@@ -95,7 +95,8 @@ def table(records: list[dict], probes: list[str], share: float) -> str:
     for r in sorted(records, key=lambda r: (r["step"] is not None, r["step"] or 0)):
         cells = [r["model"], _cell(r["step"], "d"), _cell(r["pairs"], "d"), _cell(r["cpu_hours"], ".2f"),
                  _cell(r["loss"], ".3f")]  # fmt: skip
-        cells += [f"{r['scores'][part][i]:.4f}" for i in range(len(probes)) for part in parts]
+        scores = r["scores"]  # a plain model (all-MiniLM-L6-v2) has only "whole"
+        cells += [f"{scores[part][i]:.4f}" if part in scores else "" for i in range(len(probes)) for part in parts]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -57,8 +57,9 @@ def reference(
 def median_lowest(pairs: list[Pair], model: SentenceTransformer) -> float:
     """A max_score that leaves about half the queries without any candidate (the tiny model's cosines are ~0.97)."""
     corpus, cosines = scores(pairs, model)
-    lowest = [min(np.delete(cosines[p.query], corpus.index(p.positive))) for p in pairs]
-    return float(np.median(lowest))
+    lowest = sorted(min(np.delete(cosines[p.query], corpus.index(p.positive))) for p in pairs)
+    middle = len(lowest) // 2
+    return float(lowest[middle - 1] + lowest[middle]) / 2  # between two scores: no candidate on the boundary
 
 
 def test_mined_negatives_match_brute_force_and_come_first(pairs, miner):
@@ -119,3 +120,22 @@ def test_cli_mine_writes_and_summarises(tmp_path, capsys, pairs, encoder_dir):
                                      MiningSettings(relative_margin=MARGIN, range_max=len(pairs) + 2))[0]  # fmt: skip
     assert main([*argv, "--relative-margin", "2"]) == 2
     assert "relative_margin must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_the_v2_config_is_the_default_recipe_with_mined_negatives_and_its_own_schedule():
+    from pathlib import Path
+
+    from training.config import TrainConfig
+
+    configs = Path(__file__).resolve().parents[1] / "training" / "configs"
+    default, v2 = TrainConfig.load(configs / "default.yaml"), TrainConfig.load(configs / "default-v2.yaml")
+    assert v2.data.negatives == 1 and all(s.path.endswith("-mined.jsonl") for s in v2.data.sources)
+    assert [(s.name, s.dataset, s.max_pairs) for s in v2.data.sources] == [
+        (s.name, s.dataset, s.max_pairs) for s in default.data.sources
+    ], "the default's sources and shares"
+    for section in ("model", "train", "lora", "loss"):
+        assert getattr(v2, section) == getattr(default, section), f"{section} differs from default.yaml"
+    differs = {k for k, v in vars(v2.optim).items() if vars(default.optim)[k] != v}
+    assert differs == {"max_steps"}, differs
+    steps = v2.optim.max_steps // v2.output.save_steps
+    assert steps == 8 and v2.output.save_total_limit >= steps, "eight checkpoints for the curve, all kept"

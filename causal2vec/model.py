@@ -212,6 +212,9 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         features = {k: v.to(self.device) for k, v in features.items()}
         c = self.contextual_token(features["encoder_input_ids"], features["encoder_attention_mask"])
         factor = target / c.float().norm(dim=-1).mean().clamp(min=1e-12).item()
+        # Four significant digits: the mean norm's last bits vary with the thread count of the matmuls, and a
+        # fresh assembly must give the same weights on every machine (the cached default is compared to one).
+        factor = float(f"{factor:.4g}")
         self.projector.rescale_output(factor)
         logger.debug("projector scaled by %.4f so that mean |C| = %.4f", factor, target)
         return factor

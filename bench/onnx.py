@@ -32,7 +32,6 @@ ONNX batch-32 throughput at least torch bf16's; on GPU, ort fp16 throughput at b
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -47,8 +46,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(ROOT))  # the repository's export/ and eval/ packages
 
 from causal2vec import Causal2Vec, OnnxCausal2Vec  # noqa: E402
+from causal2vec.backends import load_backend  # noqa: E402
+from causal2vec.backends.onnx import ExportManifest, require_onnxruntime  # noqa: E402
 from causal2vec.data.bbc import bbc_news_split  # noqa: E402
-from causal2vec.onnx_backend import MANIFEST_FILE, require_onnxruntime  # noqa: E402
 from export.score import task_scores  # noqa: E402
 
 Encoder = Callable[[list[str], int], np.ndarray]
@@ -60,10 +60,10 @@ def export(folder: Path, options, device: str = "cpu") -> OnnxCausal2Vec | None:
     from export.folder import ParityError, export_folder, fingerprint
 
     source = Causal2Vec.from_pretrained("default")
-    manifest = folder / MANIFEST_FILE
+    manifest = ExportManifest.read(folder) if folder.is_dir() else None
     ort = require_onnxruntime()
     current = {"fingerprint": fingerprint(source), "opset": options.opset, "onnxruntime": ort.__version__}
-    if not manifest.is_file() or _written(json.loads(manifest.read_text())) != current:
+    if manifest is None or _written(manifest) != current:
         start = time.perf_counter()
         try:
             report = export_folder(source, folder, options, source="default")
@@ -71,14 +71,14 @@ def export(folder: Path, options, device: str = "cpu") -> OnnxCausal2Vec | None:
             print(f"<!-- {folder.name}: refused by the export: {err} -->", flush=True)
             return None
         print(f"<!-- exported {folder.name} in {time.perf_counter() - start:.0f} s; checked on "
-              f"{report.manifest['checked_on']} -->", flush=True)  # fmt: skip
-    return OnnxCausal2Vec.from_pretrained(folder, device=device, strict=device != "cpu")
+              f"{report.manifest.checked_on} -->", flush=True)  # fmt: skip
+    return load_backend(folder, backend="onnx", device=device, strict=device != "cpu")
 
 
-def _written(manifest: dict) -> dict:
+def _written(manifest: ExportManifest) -> dict:
     """What decides whether an earlier export in the work folder is still the one to time."""
-    return {"fingerprint": manifest["source"]["fingerprint"], "opset": manifest["opset"],
-            "onnxruntime": manifest["onnxruntime"]}  # fmt: skip
+    return {"fingerprint": manifest.source.get("fingerprint"), "opset": manifest.opset,
+            "onnxruntime": manifest.onnxruntime}  # fmt: skip
 
 
 def rows(device: str, work: Path) -> dict[str, Encoder]:
@@ -93,13 +93,13 @@ def rows(device: str, work: Path) -> dict[str, Encoder]:
             "ort fp32": export(work / "fp32", ExportOptions()),
             "ort fp32 optimised": export(work / "fp32-optimised", ExportOptions(optimize=True)),
             "ort int8": export(work / "int8", ExportOptions(int8=True)),
-            "torch fp32": Causal2Vec.from_pretrained("default", dtype="float32"),
-            "torch bf16": Causal2Vec.from_pretrained("default", dtype="bfloat16"),
+            "torch fp32": load_backend("default", backend="torch", device="cpu", dtype="fp32"),
+            "torch bf16": load_backend("default", backend="torch", device="cpu", dtype="bf16"),
         }
     else:
         models = {
             "ort fp16": export(work / "fp16", ExportOptions(fp16=True), device=device),
-            "torch bf16": Causal2Vec.from_pretrained("default", dtype="bfloat16", device=device),
+            "torch bf16": load_backend("default", backend="torch", device=device, dtype="bf16"),
         }
     return {name: encoder(model) for name, model in models.items() if model is not None}
 

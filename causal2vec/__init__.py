@@ -8,9 +8,9 @@
 
 import logging
 
+from causal2vec.backends.onnx import OnnxCausal2Vec
 from causal2vec.config import Causal2VecConfig
 from causal2vec.model import Causal2Vec
-from causal2vec.onnx_backend import OnnxCausal2Vec
 from causal2vec.search.corpus import Document
 from causal2vec.search.index import Hit, SemanticIndex
 

@@ -171,7 +171,7 @@ def check_checkpoint(folder: Path) -> None:
 
     An ONNX export without torch weights is named as such, with the class that loads it.
     """
-    from causal2vec.onnx_backend import MANIFEST_FILE
+    from causal2vec.backends.onnx import MANIFEST_FILE
 
     for name in REQUIRED_FILES:
         if not member_path(folder, name, "checkpoint file").is_file():

@@ -19,6 +19,7 @@ was left unchanged. Any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import logging
@@ -31,8 +32,10 @@ from typing import IO, Any
 
 import numpy as np
 
-from causal2vec.onnx_backend import is_onnx_only
-from causal2vec.runtime import auto_dtype, check_device, default_device, write_atomic
+from causal2vec.backends import BackendChoiceError, backend_names, load_backend
+from causal2vec.encoding import EmbeddingBackend
+from causal2vec.identity import ModelIdentity
+from causal2vec.runtime import check_device, default_device, write_atomic
 from causal2vec.search import IndexBusyError, SemanticIndex
 from causal2vec.search.corpus import FORMATS, Document, count_lines, read_corpus
 from causal2vec.search.manifest import Manifest
@@ -102,47 +105,35 @@ def _device(args: argparse.Namespace) -> str:
         raise UsageError(f"--device: {err}") from err
 
 
-def _load_model(args: argparse.Namespace, name: str, device: str, index: dict[str, Any] | None = None) -> Any:
-    """Load ``name`` on ``device`` with ``--backend`` in ``--dtype``.
+def _load_model(args: argparse.Namespace, source: str | ModelIdentity, device: str) -> EmbeddingBackend:
+    """Load ``source`` (a name, or an index's recorded identity) by :func:`load_backend`'s policy and the options.
 
-    The backend is ``--backend``, else ONNX for a folder that holds only an ONNX export, else the index's
-    (``index``: its model settings), else torch. ``--dtype auto`` is the index's dtype when given, else the device's.
+    ``--backend``, ``--dtype`` and ``--strict`` are passed on; a choice the policy refuses is a usage error.
     """
-    from causal2vec import Causal2Vec
-    from causal2vec.onnx_backend import OnnxCausal2Vec
-
-    index = index or {}
-    backend = args.backend or ("onnx" if is_onnx_only(name) else index.get("backend", "torch"))
-    if backend == "onnx":
-        if args.dtype != "auto":
-            raise UsageError(
-                f"--dtype {args.dtype} applies to the torch backend; an ONNX export's precision is chosen when it is "
-                f"exported (python -m export --fp16 / --int8)"
-            )
-        return OnnxCausal2Vec.from_pretrained(name, device=device, strict=args.strict)
-    dtype = args.dtype if args.dtype != "auto" else auto_dtype(index.get("dtype") or "auto", device)
-    return Causal2Vec.from_pretrained(name, device=device, dtype=dtype)
+    try:
+        return load_backend(source, backend=args.backend or "auto", device=device, dtype=args.dtype, strict=args.strict)
+    except BackendChoiceError as err:
+        raise UsageError(f"--{err}") from err
 
 
 def _open_index(args: argparse.Namespace, device: str) -> SemanticIndex:
-    """Open ``--index`` for search or append, with ``--model`` (in the index's dtype unless ``--dtype``) if given."""
+    """Open ``--index`` for search or append with its model: ``--model`` if given, else the one it records."""
     if args.max_length is not None:
         raise UsageError(
             f"--max-length {args.max_length}: the token budget is chosen when an index is built; {args.index} embeds "
             f"its documents and queries with the one recorded then. Rebuild it with --overwrite to change it"
         )
-    index = SemanticIndex.load(
-        args.index, device=device, dtype=None if args.dtype == "auto" else args.dtype, gpu=args.gpu
-    )
-    if args.model is not None or args.backend is not None or is_onnx_only(index.manifest.model or ""):
-        try:
-            name = args.model or index.manifest.model
-            if name is None:
-                raise UsageError(f"{args.index} names no loadable model; pass one with --model")
-            index.model = _load_model(args, name, device, index.manifest.model_settings)
-        except BaseException:
-            index.close()
-            raise
+    index = SemanticIndex.load(args.index, gpu=args.gpu)
+    try:
+        recorded = index.manifest.model
+        if args.model is not None:
+            recorded = dataclasses.replace(recorded, name=args.model)
+        if recorded.name is None:
+            raise UsageError(f"{args.index} names no loadable model; pass one with --model")
+        index.model = _load_model(args, recorded, device)
+    except BaseException:
+        index.close()
+        raise
     return index
 
 
@@ -344,7 +335,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-wait-ms {args.max_wait_ms:g}: give 0 or more milliseconds")
     device = _device(args)
 
-    def load() -> tuple[Any, SemanticIndex | None]:  # runs on the server's model thread, which then owns both
+    def load() -> tuple[EmbeddingBackend, SemanticIndex | None]:  # on the server's model thread, which owns both
         if args.index is None:
             return _load_model(args, args.model, device), None
         index = _open_index(args, device)
@@ -384,7 +375,7 @@ def _add_model_options(
     group.add_argument("--max-length", type=positive_int, metavar="TOKENS", help=max_length)
     group.add_argument(
         "--backend",
-        choices=["torch", "onnx"],
+        choices=backend_names(),
         help="run the model with torch or onnxruntime (default: onnx for a folder that holds only an ONNX export, "
         "an index's own backend, else torch)",
     )

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from causal2vec.identity import ModelIdentity, config_fingerprint
 from causal2vec.runtime import show_progress
 
 if TYPE_CHECKING:
@@ -56,18 +57,36 @@ class EmbeddingBackend(Protocol):
         """Tokenise texts (with the formatted instruction ``prompt``) into :meth:`forward`'s inputs."""
         ...
 
+    @property
+    def identity(self) -> ModelIdentity:
+        """Which model this is: name, config fingerprint, backend, precision (recorded by indexes, shown by /info)."""
+        ...
+
     def forward(self, **features: torch.Tensor) -> torch.Tensor:
         """Embed one tokenised batch: ``(B, embedding_dim)`` raw (not normalised) embeddings."""
         ...
 
+    def encode(self, texts: Texts, **kwargs: Any) -> np.ndarray | torch.Tensor:
+        """Embed texts (:class:`QueryDocumentMethods` gives every backend the same ``encode``)."""
+        ...
+
 
 class QueryDocumentMethods:
-    """``encode``, ``encode_query``, ``encode_document`` and ``similarity`` for any :class:`EmbeddingBackend`.
+    """``encode``, ``encode_query``, ``encode_document``, ``similarity`` and ``identity`` for any backend.
 
     Shared by the torch model and the ONNX Runtime backend, so both batch, instruct and normalise the same way.
+    A subclass names its ``backend`` and has a ``precision``.
     """
 
     config: Causal2VecConfig
+    name_or_path: str | None
+    backend: str
+    precision: str
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """The model's :class:`~causal2vec.identity.ModelIdentity` (its own token budget: ``max_length`` None)."""
+        return ModelIdentity(self.name_or_path, config_fingerprint(self.config), self.backend, self.precision)
 
     def encode(
         self,

@@ -25,6 +25,7 @@ from transformers.models.auto.modeling_auto import (
 
 from causal2vec.config import Causal2VecConfig, ProjectorKind
 from causal2vec.encoding import QueryDocumentMethods, Texts, normalize_embeddings
+from causal2vec.identity import Precision, precision_of
 from causal2vec.layout import Features, InputBuilder, resolve_sink_token
 from causal2vec.projector import CALIBRATION_TEXTS, Projector, seeded_projector
 from causal2vec.runtime import check_device, quiet_transformers_bars, resolve_dtype
@@ -51,6 +52,8 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
     (any Hugging Face encoder and decoder-only LLM, with a fresh projector). Embed with :meth:`encode`,
     :meth:`encode_query` and :meth:`encode_document`; save with :meth:`save_pretrained`.
     """
+
+    backend = "torch"
 
     def __init__(
         self,
@@ -262,6 +265,11 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
     def dtype(self) -> torch.dtype:
         """The dtype of the weights."""
         return self.projector.net[0].weight.dtype
+
+    @property
+    def precision(self) -> Precision:
+        """The weights' dtype in the precision vocabulary: ``fp32``, ``bf16`` or ``fp16``."""
+        return precision_of(self.dtype)
 
     @property
     def embedding_dim(self) -> int:

@@ -17,14 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import torch
 from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta, ScoringFunction
 from mteb.types import PromptType
 
 import causal2vec
 from causal2vec.assets import NAMED_CHECKPOINTS
+from causal2vec.backends import load_backend
+from causal2vec.backends.onnx import ONNX_DIR
 from causal2vec.config import CONFIG_NAME
-from causal2vec.onnx_backend import ONNX_DIR
+from causal2vec.identity import BackendName
 from causal2vec.search.corpus import Document
 
 if TYPE_CHECKING:
@@ -38,7 +41,6 @@ logger = logging.getLogger(__name__)
 INSTRUCTIONS_PATH = Path(__file__).with_name("instructions.json")
 MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 ModelKind = Literal["causal2vec", "sentence-transformers"]
-Backend = Literal["torch", "onnx"]
 
 
 class NotACheckpointError(ValueError):
@@ -226,7 +228,7 @@ def load_encoder(
     instructions: dict[str, str],
     device: str,
     dtype: str,
-    backend: Backend = "torch",
+    backend: BackendName = "torch",
 ) -> AbsEncoder:
     """Load a model and wrap it for mteb with metadata that names it, its revision, and its dtype or backend.
 
@@ -239,24 +241,23 @@ def load_encoder(
         if backend != "torch":
             raise ValueError(f"--backend {backend} applies to Causal2Vec models, not to {source.label!r}")
         return _sentence_transformer(source, revision, device)
-    if backend == "onnx":
-        if source.location in NAMED_CHECKPOINTS:
-            raise ValueError(
-                f"--backend onnx needs a folder with an ONNX export; make one with python -m export --model "
-                f"{source.location} --output models/{source.location}-onnx, then pass --model "
-                f"models/{source.location}-onnx"
-            )
-        from causal2vec.onnx_backend import OnnxCausal2Vec
-
-        model: Any = OnnxCausal2Vec.from_pretrained(source.location, device=device)
-        n_parameters, memory_mb, settings = None, None, {"backend": "onnx"}
-    else:
-        from causal2vec import Causal2Vec
-
-        model = Causal2Vec.from_pretrained(source.location, device=device, dtype=dtype)
+    if backend == "onnx" and source.location in NAMED_CHECKPOINTS:
+        raise ValueError(
+            f"--backend onnx needs a folder with an ONNX export; make one with python -m export --model "
+            f"{source.location} --output models/{source.location}-onnx, then pass --model "
+            f"models/{source.location}-onnx"
+        )
+    model = load_backend(source.location, backend=backend, device=device, dtype=dtype if backend == "torch" else "auto")
+    n_parameters = memory_mb = None
+    if isinstance(model, torch.nn.Module):
         n_parameters = sum(p.numel() for p in model.parameters())
         memory_mb = round(sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20, 1)
-        settings = {"dtype": str(model.dtype).removeprefix("torch.")}
+    identity = model.identity
+    logger.info("evaluating %s: %s", source.label, identity)
+    # mteb files results by these (experiments/dtype_float32, experiments/backend_onnx), as earlier runs did
+    settings = {"dtype": str(model.dtype).removeprefix("torch.")} if identity.backend == "torch" else {
+        "backend": identity.backend
+    }
     meta = ModelMeta(
         loader=None,
         name=source.name,

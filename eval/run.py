@@ -17,8 +17,9 @@ from typing import Any
 import mteb
 from mteb.abstasks.abstask import AbsTask
 
+from causal2vec.identity import BackendName
 from causal2vec.runtime import show_progress
-from eval.models import Backend, ModelSource, load_encoder
+from eval.models import ModelSource, load_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def evaluate_models(
     batch_size: int = 32,
     device: str = "cpu",
     dtype: str = "float32",
-    backend: Backend = "torch",
+    backend: BackendName = "torch",
     instructions: dict[str, str] | None = None,
     overwrite: bool = False,
 ) -> Summary:

@@ -1,4 +1,4 @@
 """Export a Causal2Vec checkpoint to ONNX for onnxruntime, with a parity check against torch: ``python -m export``.
 
-The library's ONNX Runtime backend (``causal2vec.onnx_backend``) runs what this writes.
+The library's ONNX Runtime backend (``causal2vec.backends.onnx``) runs what this writes.
 """

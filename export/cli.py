@@ -88,27 +88,27 @@ def run(args: argparse.Namespace) -> int:
         return 1
     manifest, parity = report.manifest, report.parity
     graph = report.folder / "onnx" / "model.onnx"
-    print(f"wrote {report.folder} ({manifest['precision']}, opset {manifest['opset']}; graph "
+    print(f"wrote {report.folder} ({manifest.precision}, opset {manifest.opset}; graph "
           f"{sum(p.stat().st_size for p in graph.parent.glob('model.onnx*')) / 2**20:.1f} MiB"
-          f"{', external data' if manifest['external_data'] else ''})")  # fmt: skip
-    if manifest["fused"] is not None:
-        print(f"fused by onnxruntime's transformer optimizer: {manifest['fused'] or 'nothing'}")
-    if manifest["quantized"] is not None:
-        print("int8 matrix products: {blockwise} block-wise, {dynamic} dynamic".format(**manifest["quantized"]))
+          f"{', external data' if manifest.external_data else ''})")  # fmt: skip
+    if manifest.fused is not None:
+        print(f"fused by onnxruntime's transformer optimizer: {manifest.fused or 'nothing'}")
+    if manifest.quantized is not None:
+        print("int8 matrix products: {blockwise} block-wise, {dynamic} dynamic".format(**manifest.quantized))
     if parity is None:
-        print(f"parity not checked: no onnxruntime provider here can run the {manifest['precision']} graph")
+        print(f"parity not checked: no onnxruntime provider here can run the {manifest.precision} graph")
     else:
         print(
-            f"onnxruntime ({manifest['checked_on']}) vs torch float32 on {parity.texts} texts: max |diff| "
+            f"onnxruntime ({manifest.checked_on}) vs torch float32 on {parity.texts} texts: max |diff| "
             f"{parity.max_abs:.2e} (relative {parity.max_rel:.2e}), min cosine {parity.min_cosine:.7f}; "
             f"{parity.truncated} texts were truncated to the token budgets"
         )
     if args.int8 if args.score is None else args.score:
         from export.score import score_export
 
-        cost = score_export(args.model, report.folder, manifest["precision"])
-        print(f"{cost['task']} nDCG@10 x 100 on CPU: float32 {cost['float32']:.2f} (torch), {manifest['precision']} "
-              f"{cost[manifest['precision']]:.2f} (onnxruntime): cost {cost['cost']:+.2f} points")  # fmt: skip
+        cost = score_export(args.model, report.folder, manifest.precision)
+        print(f"{cost['task']} nDCG@10 x 100 on CPU: float32 {cost['float32']:.2f} (torch), {manifest.precision} "
+              f"{cost[manifest.precision]:.2f} (onnxruntime): cost {cost['cost']:+.2f} points")  # fmt: skip
     return 0
 
 

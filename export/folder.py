@@ -22,30 +22,29 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from causal2vec import Causal2Vec
-from causal2vec.checkpoint import write_checkpoint_files
-from causal2vec.config import CONFIG_NAME
-from causal2vec.onnx_backend import (
+from causal2vec.backends.onnx import (
     INPUT_NAMES,
     MANIFEST_FILE,
     ONNX_FILE,
-    OUTPUT_NAME,
     PRECISION_KEY,
+    ExportManifest,
     OnnxCausal2Vec,
     require_onnxruntime,
 )
+from causal2vec.checkpoint import write_checkpoint_files
+from causal2vec.config import CONFIG_NAME
+from causal2vec.identity import Precision
 from causal2vec.runtime import entry_names, file_checksum, remove_stale_siblings, replace_dir
 from export import transforms
 from export.onnx_export import DEFAULT_OPSET, FP16_OPSET, Parity, check_opset, check_parity, trace_onnx
 
 logger = logging.getLogger(__name__)
 
-Precision = Literal["fp32", "fp16", "int8"]
-MANIFEST_FORMAT = 1
 # What each precision must keep of torch's float32 embeddings (cosine per text, relative max error).
 PARITY_LIMITS: dict[str, tuple[float, float]] = {"fp32": (0.9999, 1e-3), "fp16": (0.999, 2e-2), "int8": (0.98, 1.0)}
 
@@ -104,7 +103,7 @@ class ExportReport:
     """
 
     folder: Path
-    manifest: dict[str, Any]
+    manifest: ExportManifest
     parity: Parity | None
 
 
@@ -202,23 +201,21 @@ def export_folder(
             for part, tokenizer in (("encoder", model.encoder_tokenizer), ("llm", model.llm_tokenizer)):
                 tokenizer.save_pretrained(staging / part)
         provider, parity = _check(model, graph, options.precision, ort)
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "source": {"model": source or model.name_or_path, "fingerprint": fingerprint(model)},
-            "precision": options.precision,
-            "opset": options.opset,
-            "onnxruntime": ort.__version__,
-            "checked_on": provider,
-            "parity": None if parity is None else dataclasses.asdict(parity),
-            "fused": fused,
-            "quantized": quantized,
-            "embedding_dim": model.embedding_dim,
-            "inputs": list(INPUT_NAMES),
-            "output": OUTPUT_NAME,
-            "external_data": (graph.parent / f"{graph.name}.data").is_file(),
-            "torch_weights": options.keep_torch,
-        }
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        manifest = ExportManifest(
+            embedding_dim=model.embedding_dim,
+            inputs=INPUT_NAMES,
+            precision=options.precision,
+            torch_weights=options.keep_torch,
+            source={"model": source or model.name_or_path, "fingerprint": fingerprint(model)},
+            opset=options.opset,
+            onnxruntime=ort.__version__,
+            checked_on=provider,
+            parity=None if parity is None else dataclasses.asdict(parity),
+            fused=fused,
+            quantized=quantized,
+            external_data=(graph.parent / f"{graph.name}.data").is_file(),
+        )
+        manifest.write(staging)
         files = sorted(p for p in staging.rglob("*") if p.is_file() and p.name != CONFIG_NAME)
         checksums = {p.relative_to(staging).as_posix(): file_checksum(p) for p in files}
         dataclasses.replace(model.config, checksums=checksums).save(staging / CONFIG_NAME)

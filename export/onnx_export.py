@@ -15,8 +15,8 @@ import torch
 
 from causal2vec import Causal2Vec
 from causal2vec.adapters import has_adapter
+from causal2vec.backends.onnx import INPUT_NAMES, OUTPUT_NAME, OnnxCausal2Vec
 from causal2vec.encoding import encode_texts
-from causal2vec.onnx_backend import INPUT_NAMES, OUTPUT_NAME, OnnxCausal2Vec
 from causal2vec.projector import CALIBRATION_TEXTS
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from causal2vec import Causal2VecConfig
-from causal2vec.encoding import EmbeddingBackend
+from causal2vec.encoding import EmbeddingBackend, QueryDocumentMethods
 from causal2vec.layout import Features
 from causal2vec.search import IndexBusyError, SemanticIndex
 from causal2vec.search import vectors as faiss_index
@@ -29,7 +29,7 @@ from causal2vec.search.manifest import Manifest
 DIM = 16
 
 
-class HashEmbedder:
+class HashEmbedder(QueryDocumentMethods):
     """A deterministic stand-in backend: each text maps to a fixed random unit vector.
 
     It ignores instructions, so a query equal to a document's text finds that document with score 1.
@@ -38,6 +38,7 @@ class HashEmbedder:
     name_or_path = None
     device = torch.device("cpu")
     dtype = torch.float32
+    backend, precision = "torch", "fp32"
 
     def __init__(self, dim: int = DIM) -> None:
         self.embedding_dim = dim
@@ -480,7 +481,7 @@ def test_missing_or_corrupt_index_folders(tmp_path):
     path = fresh("newer")
     data = json.loads((path / "manifest.json").read_text())
     (path / "manifest.json").write_text(json.dumps({**data, "format_version": 99}))
-    with pytest.raises(ValueError, match="format_version 99; this causal2vec reads up to 1"):
+    with pytest.raises(ValueError, match="format_version 99; this causal2vec reads up to 2"):
         SemanticIndex.load(path)
     path = fresh("truncated")
     vectors = path / "vectors.1.faiss"
@@ -565,7 +566,7 @@ def test_search_loads_the_model_named_in_the_manifest(tmp_path, tiny_checkpoint,
     model = Causal2Vec.from_pretrained(tiny_checkpoint)
     SemanticIndex.build(tmp_path / "idx", model, corpus[:30]).close()
     index = SemanticIndex.load(tmp_path / "idx", device="cpu")
-    assert index.manifest.model == str(tiny_checkpoint.resolve())
+    assert index.manifest.model.name == str(tiny_checkpoint.resolve())
     hits = index.search("football results", k=5)
     assert index.model is not model and index.model.name_or_path == str(tiny_checkpoint.resolve())
     expected = SemanticIndex.load(tmp_path / "idx", model=tiny_model).search("football results", k=5)

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from causal2vec import Causal2Vec, SemanticIndex
+from causal2vec.backends.onnx import OnnxCausal2Vec, execution_providers, require_onnxruntime
 from causal2vec.config import CONFIG_NAME
-from causal2vec.onnx_backend import OnnxCausal2Vec, execution_providers, require_onnxruntime
 from export.cli import main
 from export.folder import ExportOptions, ParityError, export_folder, fingerprint
 from export.onnx_export import PARITY_TEXTS, check_parity
@@ -359,9 +359,9 @@ def test_index_and_search_on_onnx_give_the_torch_top_k_and_record_the_backend(
                 "--dtype", "float32"]) == 0  # fmt: skip
     assert cli(["index", *common, "--index", str(tmp_path / "onnx.idx"), "--model", str(onnx_folder)]) == 0
     capsys.readouterr()
-    settings = SemanticIndex.load(tmp_path / "onnx.idx").manifest.model_settings
-    assert (settings["backend"], settings["precision"]) == ("onnx", "fp32")
-    assert SemanticIndex.load(tmp_path / "torch.idx").manifest.model_settings["backend"] == "torch"
+    identity = SemanticIndex.load(tmp_path / "onnx.idx").manifest.model
+    assert (identity.backend, identity.precision) == ("onnx", "fp32")
+    assert SemanticIndex.load(tmp_path / "torch.idx").manifest.model.backend == "torch"
     queries = ["interest rates and inflation", "the cup final", "a new film wins awards"]
     hits = {}
     for name, extra in (("torch.idx", []), ("onnx.idx", []), ("torch.idx", ["--model", str(onnx_folder)])):
@@ -378,7 +378,7 @@ def test_index_and_search_on_onnx_give_the_torch_top_k_and_record_the_backend(
     append = ["index", "-q", "--device", "cpu", "--corpus", str(extra), "--index", str(tmp_path / "torch.idx"),
               "--append", "--model", str(onnx_folder)]  # fmt: skip
     assert cli(append) != 0
-    assert "was embedded by the torch backend in float32, and this model is onnx in fp32" in capsys.readouterr().err
+    assert "was embedded by the torch backend in fp32, and this model is onnx in fp32" in capsys.readouterr().err
     assert len(SemanticIndex.load(tmp_path / "torch.idx")) == 40
     assert cli([*append, "--force"]) == 0
     assert len(SemanticIndex.load(tmp_path / "torch.idx")) == 41

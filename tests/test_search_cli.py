@@ -149,7 +149,7 @@ def test_max_length_is_recorded_by_a_build_and_refused_by_an_append(tmp_path, co
 
     index = tmp_path / "news.idx"
     assert main(index_args(corpus_file, index, tiny_checkpoint, "--max-length", "64")) == 0
-    assert SemanticIndex.load(index).manifest.model_settings["max_length"] == 64
+    assert SemanticIndex.load(index).manifest.model.max_length == 64
     model = Causal2Vec.from_pretrained(str(tiny_checkpoint), device="cpu", dtype="float32")
     assert model.config.llm_max_length == 128, "the budget was saved into the checkpoint's config"
     docs = list(read_corpus(corpus_file))

@@ -16,7 +16,7 @@ REPO_TOOLS = {"training", "export", "eval", "bench"}
 # Each optional dependency and the one library module allowed to import it (None: no library module may).
 OWNERS: dict[str, str | None] = {
     "faiss": "causal2vec/search/vectors.py",
-    "onnxruntime": "causal2vec/onnx_backend.py",
+    "onnxruntime": "causal2vec/backends/onnx.py",
     "onnx": None,
     "onnxscript": None,
     "peft": "causal2vec/adapters.py",
@@ -96,7 +96,7 @@ def test_each_optional_dependency_has_one_owner(dependency):
 def test_library_import_does_not_pull_optional_stacks():
     code = (
         "import sys, causal2vec, causal2vec.cli, causal2vec.checkpoint, causal2vec.assets, causal2vec.data.bbc\n"
-        "import causal2vec.search, causal2vec.onnx_backend\n"
+        "import causal2vec.search, causal2vec.backends.onnx\n"
         f"heavy = {sorted(set(OWNERS) | REPO_TOOLS)!r}\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))"
     )

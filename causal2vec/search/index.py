@@ -15,20 +15,15 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from causal2vec.backends import load_backend
 from causal2vec.encoding import EmbeddingBackend, encode_texts
 from causal2vec.runtime import show_progress
 from causal2vec.search import ingest
 from causal2vec.search import vectors as faiss_vectors
+from causal2vec.search.commit import Generations
 from causal2vec.search.corpus import Document
 from causal2vec.search.docstore import Hit, StoredDocument
-from causal2vec.search.manifest import (
-    Generations,
-    check_model,
-    check_precision,
-    index_max_length,
-    load_model,
-    model_identity,
-)
+from causal2vec.search.manifest import check_model, check_precision
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +98,7 @@ class SemanticIndex:
             IndexBusyError: If another process is writing to ``path``.
             ValueError: If FAISS cannot build ``factory``, or a document is bad; nothing is left behind.
         """
-        identity = model_identity(model, max_length)
+        identity = model.identity.with_budget(max_length)
         # Fail now, not at the first search, if the query instruction leaves no room in the token budget.
         model.tokenize([""], model.config.format_instruction(model.config.query_instruction), max_length=max_length)
 
@@ -146,7 +141,7 @@ class SemanticIndex:
         loaded = cls(Generations.open(Path(path).absolute()), None)
         if model is not None:
             loaded.model = model
-        loaded._load_options = {"device": device, "dtype": dtype}
+        loaded._load_options = {"device": device, "dtype": dtype or "auto"}
         if gpu:
             loaded.to_gpu()
         return loaded
@@ -174,7 +169,7 @@ class SemanticIndex:
     def model(self) -> EmbeddingBackend:
         """The model that embeds queries: the one given, or the one the manifest names (loaded on first use)."""
         if self._model is None:
-            self._model = load_model(self.manifest, **self._load_options)
+            self._model = load_backend(self.manifest.model, **self._load_options)
         return self._model
 
     @model.setter
@@ -192,7 +187,7 @@ class SemanticIndex:
             instruction=instruction,
             batch_size=batch_size,
             show_progress_bar=False,
-            max_length=index_max_length(self.manifest),
+            max_length=self.manifest.model.max_length,
             on_truncated=None if truncated is None else lambda cut, _: truncated.append(cut),
         )
 
@@ -332,7 +327,7 @@ class SemanticIndex:
             bar.close()
         if sum(truncated):
             logger.warning("%d of %d texts were truncated to the model's token budget%s", sum(truncated), staged,
-                           f" (max_length={b})" if (b := index_max_length(self.manifest)) else "")  # fmt: skip
+                           f" (max_length={b})" if (b := self.manifest.model.max_length) else "")  # fmt: skip
         logger.info("staged %d documents in %s", staged, self.path)
         return staged
 

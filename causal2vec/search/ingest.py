@@ -21,7 +21,7 @@ from causal2vec.search.corpus import Document, as_document, chunked
 from causal2vec.search.docstore import DocumentStore, IdTakenError
 
 if TYPE_CHECKING:
-    from causal2vec.search.manifest import Generations
+    from causal2vec.search.commit import Generations
 
 
 OnDuplicate = Literal["error", "replace", "skip"]

@@ -1,49 +1,36 @@
-"""The commit protocol of an index folder: the manifest, the writer lock, generations and checksums.
+"""An index's record, ``manifest.json``: what the index holds and which model embedded it.
 
-An index is a folder::
+The manifest names the committed generation's vector file and its checksum, counts the documents, and stores the
+:class:`~causal2vec.identity.ModelIdentity` of the model that embedded them. Replacing it commits a write (the
+protocol is in :mod:`causal2vec.search.commit`).
 
-    manifest.json        the commit point: identity, model, dimension, factory, count, generation, checksum
-    documents.sqlite     id, title, text and metadata of every document (see causal2vec.search.docstore)
-    vectors.<g>.faiss    the FAISS index of generation g, ids = the store's row numbers
-
-and, beside it while a writer works, ``.<name>.lock``: the lock every writer of the folder holds (first build,
-overwrite, append, delete, compact). It lives next to the folder rather than in it, so that an overwrite, which
-swaps in a new folder, is excluded by the same lock as an append to the old one.
-
-A writer stages its changes as generation ``g + 1``, writes ``vectors.<g+1>.faiss`` and then replaces
-``manifest.json`` atomically; readers never see a partial write. The manifest records a checksum of the vector file,
-verified whenever it is read, and a random ``index_id``, so a writer notices that the folder was replaced under it.
+Format 2 stores the identity as one object. Format 1 (causal2vec 0.1) stored the model's name, a config hash and a
+settings dict with the dtype, backend, precision and token budget; :meth:`Manifest.read` reads it into the new form,
+and the next commit writes format 2.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import hashlib
 import json
 import logging
-import os
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 
-from causal2vec.runtime import file_checksum, remove_stale_siblings, replace_dir, verify_checksum, write_atomic
-from causal2vec.search import vectors as faiss_vectors
-from causal2vec.search.docstore import DocumentStore
-from causal2vec.search.vectors import VectorStore
+from causal2vec.identity import ModelIdentity
+from causal2vec.runtime import write_atomic
+
+if TYPE_CHECKING:
+    from causal2vec.encoding import EmbeddingBackend
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 DOCUMENTS = "documents.sqlite"
-
-
-class IndexBusyError(RuntimeError):
-    """Another process is writing to the index, or committed since this one loaded it."""
 
 
 @dataclass
@@ -52,9 +39,7 @@ class Manifest:
 
     dim: int  # embedding dimension
     factory: str  # FAISS factory string, e.g. "Flat", "HNSW32", "IVF1024,PQ96"
-    model: str | None  # how the model loads: "default", a checkpoint folder, a hub id (None: not loadable)
-    model_config_sha256: str | None  # hash of the model's config as it embedded the documents
-    model_settings: dict[str, Any] = field(default_factory=dict)  # dtype and token budget used for documents
+    model: ModelIdentity  # the model that embedded the documents, with the token budget it used
     metric: str = "inner_product"  # on L2-normalised vectors: cosine similarity
     generation: int = 0  # the committed generation (see causal2vec.search.docstore)
     count: int = 0  # documents in the committed generation
@@ -67,14 +52,14 @@ class Manifest:
     format_version: int = FORMAT_VERSION
 
     @classmethod
-    def new(cls, dim: int, factory: str, model: tuple[str | None, str | None, dict[str, Any]]) -> Manifest:
-        """The manifest of a new, empty index for a model identity ``(name, config hash, settings)``."""
+    def new(cls, dim: int, factory: str, model: ModelIdentity) -> Manifest:
+        """The manifest of a new, empty index of ``model``'s embeddings."""
         now = _now()
-        return cls(dim, factory, *model, index_id=uuid.uuid4().hex, created=now, updated=now)
+        return cls(dim, factory, model, index_id=uuid.uuid4().hex, created=now, updated=now)
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
-        """Read and check ``folder/manifest.json``.
+        """Read and check ``folder/manifest.json`` (format 1 is read into format 2's form).
 
         Raises:
             FileNotFoundError: If the folder or its manifest is missing.
@@ -91,21 +76,35 @@ class Manifest:
             raise ValueError(f"the index manifest {path} is corrupt ({err})") from err
         if not isinstance(data, dict):
             raise ValueError(f"the index manifest {path} is corrupt: expected a JSON object")
-        if data.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+        return cls.from_dict(data, path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: Path) -> Manifest:
+        """A manifest from the JSON object read from ``path`` (format 1 or 2).
+
+        Raises:
+            ValueError: If it comes from a newer format or lacks fields, naming ``path``.
+        """
+        version = data.get("format_version", 1)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
             raise ValueError(
-                f"{path} has format_version {data['format_version']}; this causal2vec reads up to {FORMAT_VERSION}. "
-                f"Upgrade causal2vec"
+                f"{path} has format_version {version}; this causal2vec reads up to {FORMAT_VERSION}. Upgrade causal2vec"
             )
+        if version < 2:
+            data = upgrade_format_1(data, path)
         fields = dataclasses.fields(cls)
         required = {f.name for f in fields if f.default is f.default_factory is dataclasses.MISSING}
         if missing := sorted(required - data.keys()):
             raise ValueError(f"the index manifest {path} is corrupt: it lacks {missing}")
-        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields}})
+        values = {k: v for k, v in data.items() if k in {f.name for f in fields}}
+        return cls(**values | {"model": ModelIdentity.from_dict(data["model"], f"the index manifest {path}")})
 
     def write(self, folder: Path) -> None:
         """Replace ``folder/manifest.json`` atomically (written aside, flushed, renamed): the commit point."""
         self.updated = _now()
-        write_atomic(folder / MANIFEST, lambda f: f.write(json.dumps(dataclasses.asdict(self), indent=2) + "\n"))
+        self.format_version = FORMAT_VERSION
+        data = dataclasses.asdict(self)
+        write_atomic(folder / MANIFEST, lambda f: f.write(json.dumps(data, indent=2) + "\n"))
 
     def next_generation(self) -> Manifest:
         """A copy for generation ``g + 1``, naming its vector file (its checksum is set once it is written)."""
@@ -115,337 +114,51 @@ class Manifest:
         )
 
 
-def manifest_stamp(folder: Path) -> tuple[int, int] | None:
-    """A cheap fingerprint of the committed manifest (inode, mtime): every commit renames a new file into place."""
-    try:
-        st = os.stat(folder / MANIFEST)
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_mtime_ns
+def upgrade_format_1(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Format 1's model fields (``model``, ``model_config_sha256``, ``model_settings``) as format 2's identity.
 
-
-def write_vectors(index: Any, folder: Path, manifest: Manifest) -> None:
-    """Write the vector file ``manifest`` names (aside, then renamed) and record its checksum in ``manifest``."""
-    path = folder / manifest.vectors_file
-    tmp = folder / f".{manifest.vectors_file}.tmp"
-    try:
-        faiss_vectors.write(index, tmp)
-        manifest.vectors_checksum = file_checksum(tmp)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def read_committed(folder: Path, attempts: int = 3) -> tuple[Manifest, Any]:
-    """The manifest and its vector file, checksum verified.
-
-    Re-reads when a writer commits (and removes the old vector file) between the two reads.
+    Format 1's settings held ``dtype`` (torch's name), ``backend`` (absent: torch), ``precision`` (the torch dtype
+    or an ONNX export's ``fp32``/``fp16``/``int8``) and ``max_length``; the oldest held ``encoder_max_length`` and
+    ``llm_max_length`` instead, of which the smaller was the budget.
 
     Raises:
-        FileNotFoundError: If the folder, the manifest or the vector file is missing.
-        ValueError: If one of them is corrupt; the message names the file.
+        ValueError: If the model fields are not of format 1's types, naming ``path``.
     """
-    for attempt in range(attempts):
-        manifest = Manifest.read(folder)
-        path = folder / manifest.vectors_file
-        try:
-            verify_checksum(path, manifest.vectors_checksum, "the index's vector file")
-            return manifest, faiss_vectors.read(path)
-        except (FileNotFoundError, ValueError):
-            if attempt == attempts - 1 or Manifest.read(folder).generation == manifest.generation:
-                raise
-    raise AssertionError("unreachable")
+    settings = data.get("model_settings") or {}
+    if not isinstance(settings, dict) or "model" not in data:
+        raise ValueError(f"the index manifest {path} is corrupt: format 1 needs 'model' and a 'model_settings' object")
+    if "max_length" in settings:
+        budget = settings["max_length"]
+    else:
+        budgets = [settings[k] for k in ("encoder_max_length", "llm_max_length") if k in settings]
+        budget = min(budgets) if budgets else None
+    identity = {
+        "name": data["model"],
+        "config_sha256": data.get("model_config_sha256"),
+        "backend": settings.get("backend", "torch"),
+        "precision": settings.get("precision", settings.get("dtype")),
+        "max_length": budget,
+    }
+    rest = {k: v for k, v in data.items() if k not in ("model", "model_config_sha256", "model_settings")}
+    return rest | {"model": identity, "format_version": 2}
 
 
-def remove_leftovers(folder: Path, keep: str) -> None:
-    """Remove what a killed writer left in ``folder``: vector files other than ``keep``, temporary files, spills."""
-    for leftover in [*folder.glob("vectors.*.faiss"), *folder.glob(".*.tmp*"), *folder.glob(".spill-*")]:
-        if leftover.name != keep and leftover.is_file():
-            leftover.unlink()
-
-
-class WriterLock:
-    """The exclusive lock of an index's writers, on ``.<name>.lock`` beside the folder; held until released.
-
-    Example:
-        >>> with WriterLock.acquire(Path("news.idx")):
-        ...     ...  # build, overwrite, append, delete or compact news.idx
-    """
-
-    def __init__(self, handle: IO[str], path: Path) -> None:
-        self._handle: IO[str] | None = handle
-        self.path = path
-
-    @classmethod
-    def acquire(cls, folder: Path) -> WriterLock:
-        """Take the lock of ``folder`` without waiting.
-
-        Raises:
-            IndexBusyError: If another writer holds it.
-        """
-        folder = Path(folder).absolute()
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        path = folder.with_name(f".{folder.name}.lock")
-        while True:
-            handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - the open file is the lock
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as err:
-                handle.close()
-                raise IndexBusyError(f"another process is writing to {folder}; try again when it has finished") from err
-            if _same_file(handle, path):
-                return cls(handle, path)
-            handle.close()  # the holder released and removed the file between our open and our lock: try again
-
-    def release(self) -> None:
-        """Release the lock and remove its file (idempotent); the file is removed while still locked."""
-        if self._handle is not None:
-            self.path.unlink(missing_ok=True)
-            self._handle.close()
-            self._handle = None
-
-    def __enter__(self) -> WriterLock:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.release()
-
-
-class Generations:
-    """The commit protocol of one open index folder: what is committed, what is staged, and who may write.
-
-    Holds the committed :class:`Manifest`, the in-memory :class:`VectorStore` and the :class:`DocumentStore`.
-    :meth:`begin` takes the writer lock and starts staging generation ``g + 1``; :meth:`commit` writes its vector
-    file and switches the manifest to it; :meth:`discard` returns to generation ``g``. :meth:`refresh` reloads a
-    reading handle after another process committed.
-    """
-
-    def __init__(self, path: Path, manifest: Manifest, vectors: VectorStore) -> None:
-        self.path, self.manifest, self.vectors = path, manifest, vectors
-        self.store = DocumentStore(path / DOCUMENTS)
-        self.stamp = manifest_stamp(path)
-        self.lock: WriterLock | None = None  # held while staging
-        self.owns_lock = True  # False while a build holds the lock of the folder this one will become
-        self.staging = False
-
-    @classmethod
-    def open(cls, path: Path) -> Generations:
-        """Open the committed state of an index folder, checksums verified.
-
-        Raises:
-            FileNotFoundError: If the folder, its manifest, vector file or document store is missing.
-            ValueError: If a file is corrupt or the parts disagree, naming the file.
-        """
-        manifest, index = read_committed(path)
-        if not (path / DOCUMENTS).is_file():
-            raise FileNotFoundError(f"the index's document store {path / DOCUMENTS} is missing")
-        opened = cls(path, manifest, VectorStore(index))
-        opened.check_consistency()
-        return opened
-
-    @classmethod
-    def build(
-        cls, path: Path, dim: int, factory: str, model: tuple[str | None, str | None, dict[str, Any]],
-        overwrite: bool, fill: Callable[[Generations], Generations],
-    ) -> Generations:  # fmt: skip
-        """Create an index folder under the writer lock: built aside, filled by ``fill``, renamed into place.
-
-        Returns:
-            The committed state at ``path``, with the vectors ``fill`` left in memory (not read a second time).
-
-        Raises:
-            FileExistsError: If ``path`` exists and ``overwrite`` is not set, or it is not an index.
-            IndexBusyError: If another process is writing to ``path``.
-        """
-        with WriterLock.acquire(path) as lock:
-            if path.exists() and not overwrite:
-                raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) or append to it")
-            if path.exists() and not (path / MANIFEST).is_file():
-                raise FileExistsError(f"refusing to overwrite {path}: it is not a semantic index (no {MANIFEST})")
-            remove_stale_siblings(path)
-            with replace_dir(path) as tmp:
-                manifest = Manifest.new(dim, factory, model)
-                vectors = VectorStore.new(factory, dim)
-                write_vectors(vectors.index, tmp, manifest)
-                manifest.write(tmp)
-                state = cls(tmp, manifest, vectors)
-                state.lock, state.owns_lock = lock, False
-                filled = fill(state)
-        return cls(path, filled.manifest, filled.vectors)
-
-    @property
-    def view(self) -> int:
-        """The generation a reader of this handle sees: the committed one, or the staged one while it writes."""
-        return self.manifest.generation + (1 if self.staging else 0)
-
-    def refresh(self) -> bool:
-        """Reload if another process committed since this handle read the folder; returns whether it did."""
-        stamp = manifest_stamp(self.path)
-        if self.staging or stamp == self.stamp:
-            return False
-        on_disk, index = read_committed(self.path)
-        if on_disk.index_id != self.manifest.index_id:  # the folder was rebuilt (overwrite): a new store file
-            self.store.close()
-            self.store = DocumentStore(self.path / DOCUMENTS)
-        self.manifest, self.stamp = on_disk, stamp
-        self._replace_vectors(index)
-        logger.info("reloaded %s at generation %d (committed by another process)", self.path, on_disk.generation)
-        return True
-
-    def begin(self) -> None:
-        """Take the writer lock, check nobody committed or rebuilt the folder since, clear a killed writer's leftovers.
-
-        Raises:
-            IndexBusyError: If another process holds the lock, or changed the folder after this handle read it.
-        """
-        if self.staging:
-            return
-        if self.lock is None:
-            self.lock = WriterLock.acquire(self.path)
-        on_disk = Manifest.read(self.path)
-        if (on_disk.index_id, on_disk.generation) != (self.manifest.index_id, self.manifest.generation):
-            self.end()
-            raise IndexBusyError(
-                f"{self.path} was changed by another writer (generation {on_disk.generation}, loaded "
-                f"{self.manifest.generation}, or the folder was rebuilt); refresh() or load it again before writing"
-            )
-        if dropped := self.store.discard_pending(self.manifest.generation):
-            logger.warning("discarded %d documents left by an interrupted write to %s", dropped, self.path)
-        self.store.purge(self.manifest.generation)
-        remove_leftovers(self.path, keep=self.manifest.vectors_file)
-        self.staging = True
-
-    def commit(self, compact_fraction: float) -> None:
-        """Write the staged generation's vector file, then replace the manifest (the commit point)."""
-        if not self.staging:
-            return
-        if self.vectors.needs_compaction(compact_fraction):
-            self.vectors.compact(self.manifest.factory, self.manifest.dim)
-        old, m = self.manifest, self.manifest.next_generation()
-        m.count, m.tombstones = self.store.count(m.generation), len(self.vectors.tombstones)
-        if self.vectors.live != m.count:
-            raise RuntimeError(f"index inconsistency: {self.vectors.live} live vectors, {m.count} documents")
-        write_vectors(self.vectors.index, self.path, m)
-        m.write(self.path)
-        self.manifest, self.stamp = m, manifest_stamp(self.path)
-        (self.path / old.vectors_file).unlink(missing_ok=True)
-        self.store.purge(m.generation)
-        self.end()
-        logger.info("saved %s: generation %d, %d documents", self.path, m.generation, m.count)
-
-    def copy_to(self, path: Path) -> None:
-        """Write a copy of the committed index to the new folder ``path`` (built aside, renamed into place).
-
-        Raises:
-            FileExistsError: If ``path`` already exists.
-        """
-        with WriterLock.acquire(path):
-            if path.exists():
-                raise FileExistsError(f"{path} already exists; save a copy to a new folder")
-            with replace_dir(path) as tmp:
-                self.store.backup_to(tmp / DOCUMENTS)
-                copy = dataclasses.replace(self.manifest)
-                write_vectors(self.vectors.index, tmp, copy)
-                copy.write(tmp)
-        logger.info("saved a copy of %s to %s", self.path, path)
-
-    def discard(self) -> None:
-        """Drop the staged changes: the store's pending rows, the vectors, temporary files; release the lock."""
-        if not self.staging:
-            return
-        try:  # on a full disk this can fail; the next writer's begin() drops the rows then
-            self.store.discard_pending(self.manifest.generation)
-        finally:
-            self._replace_vectors(faiss_vectors.read(self.path / self.manifest.vectors_file))
-            remove_leftovers(self.path, keep=self.manifest.vectors_file)
-            self.end()
-
-    def _replace_vectors(self, index: Any) -> None:
-        """Take a freshly read vector index, checked against the manifest, on the GPUs if the old one was."""
-        gpu = faiss_vectors.is_gpu(self.vectors.index)
-        self.vectors = VectorStore(index)
-        self.check_consistency()
-        if gpu:
-            self.vectors.index = faiss_vectors.to_gpu(self.vectors.index)
-
-    def end(self) -> None:
-        """Stop staging and release the lock this handle took."""
-        self.staging = False
-        if self.lock is not None and self.owns_lock:
-            self.lock.release()
-            self.lock = None
-
-    def check_consistency(self) -> None:
-        """Check the committed manifest, vectors and store against each other; recompute the tombstones.
-
-        Raises:
-            ValueError: If they disagree, with the counts of each.
-        """
-        m, index = self.manifest, self.vectors.index
-        if index.d != m.dim:
-            raise ValueError(f"{self.path}: the vector file holds {index.d}-d vectors, the manifest says {m.dim}")
-        stored = self.store.count(m.generation)
-        if stored != m.count or index.ntotal - m.tombstones != m.count:
-            raise ValueError(
-                f"{self.path} is inconsistent: the manifest counts {m.count} documents, the store {stored}, "
-                f"the vector file {index.ntotal} vectors ({m.tombstones} stale)"
-            )
-        if m.tombstones:
-            self.vectors.set_tombstones(self.store.vids(m.generation))
-
-
-def _same_file(handle: IO[str], path: Path) -> bool:
-    """Whether ``path`` still names the file ``handle`` has open (lock files are removed on release)."""
-    try:
-        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
-    except FileNotFoundError:
-        return False
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def model_identity(model: Any, max_length: int | None = None) -> tuple[str | None, str | None, dict[str, Any]]:
-    """How a model is recorded in a manifest: its name, a SHA-256 of its config, the settings that shaped its vectors.
-
-    The settings are the dtype, the backend (``torch`` or ``onnx``), the precision (the torch dtype, or the ONNX
-    graph's ``fp32``, ``fp16`` or ``int8``) and the token budget (``max_length``, ``None`` for the model's own).
-    """
-    name = getattr(model, "name_or_path", None)
-    config = getattr(model, "config", None)
-    if config is None or not hasattr(config, "to_dict"):
-        return name, None, {}
-    data = {k: v for k, v in config.to_dict().items() if k != "checksums"}  # checksums name files, not the design
-    sha = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-    settings: dict[str, Any] = {"max_length": max_length}
-    if (dtype := getattr(model, "dtype", None)) is not None:
-        settings["dtype"] = str(dtype).removeprefix("torch.")
-    settings["backend"] = getattr(model, "backend", "torch")
-    settings["precision"] = getattr(model, "precision", settings.get("dtype"))
-    return name, sha, settings
-
-
-def check_precision(manifest: Manifest, model: Any, where: Path) -> None:
+def check_precision(manifest: Manifest, model: EmbeddingBackend, where: Path) -> None:
     """Refuse to add documents embedded by another backend or precision than the index's.
 
     Raises:
         ValueError: Naming both, and how to proceed.
     """
-    _, _, settings = model_identity(model)
-    recorded = manifest.model_settings
-    theirs = (recorded.get("backend", "torch"), recorded.get("precision", recorded.get("dtype")))
-    ours = (settings["backend"], settings["precision"])
-    if None not in theirs and ours != theirs:
+    theirs, ours = manifest.model, model.identity
+    if theirs.precision is not None and (ours.backend, ours.precision) != (theirs.backend, theirs.precision):
         raise ValueError(
-            f"the index {where} was embedded by the {theirs[0]} backend in {theirs[1]}, and this model is "
-            f"{ours[0]} in {ours[1]}: its vectors would differ slightly from the stored ones. Use the same backend "
+            f"the index {where} was embedded by {theirs.describe()}, and this model is {ours.backend} in "
+            f"{ours.precision}: its vectors would differ slightly from the stored ones. Use the same backend "
             f"and precision, or force it (add(..., force=True), --force)"
         )
 
 
-def check_model(manifest: Manifest, model: Any, where: Path) -> None:
+def check_model(manifest: Manifest, model: EmbeddingBackend, where: Path) -> None:
     """Check that ``model`` can embed queries for the index at ``where``; warn if its config differs.
 
     Raises:
@@ -455,45 +168,15 @@ def check_model(manifest: Manifest, model: Any, where: Path) -> None:
     if dim != manifest.dim:
         raise ValueError(
             f"the model embeds in {dim} dimensions but the index {where} holds {manifest.dim}-dimensional "
-            f"vectors (built with model {manifest.model!r}); use that model or rebuild the index"
+            f"vectors (built with model {manifest.model.name!r}); use that model or rebuild the index"
         )
-    name, sha, _ = model_identity(model)
-    if sha is not None and manifest.model_config_sha256 not in (None, sha):
+    ours, theirs = model.identity.config_sha256, manifest.model.config_sha256
+    if None not in (ours, theirs) and ours != theirs:
         logger.warning(
             "model %r has a different config from the one that embedded this index's documents (%r); "
-            "scores may be meaningless", name, manifest.model,
+            "scores may be meaningless", model.identity.name, manifest.model.name,
         )  # fmt: skip
 
 
-def index_max_length(manifest: Manifest) -> int | None:
-    """The token budget that embedded an index's documents (older manifests recorded both budgets)."""
-    settings = manifest.model_settings
-    if "max_length" in settings:
-        return settings["max_length"]
-    budgets = [settings[k] for k in ("encoder_max_length", "llm_max_length") if k in settings]
-    return min(budgets) if budgets else None
-
-
-def load_model(manifest: Manifest, device: str | None = None, dtype: str | None = None) -> Any:
-    """Load the model a manifest names, in the dtype that embedded its documents unless ``dtype`` is given.
-
-    Raises:
-        ValueError: If the manifest names no loadable model.
-    """
-    if manifest.model is None:
-        raise ValueError(
-            "this index does not name a loadable model (it was built with a model that was never saved); "
-            "pass the model explicitly (SemanticIndex.load(path, model=...) or --model)"
-        )
-    from causal2vec.model import Causal2Vec
-    from causal2vec.runtime import auto_dtype, default_device
-
-    device = device or default_device()
-    if manifest.model_settings.get("backend") == "onnx":
-        from causal2vec.onnx_backend import OnnxCausal2Vec
-
-        logger.info("loading ONNX model %s (on %s) for queries", manifest.model, device)
-        return OnnxCausal2Vec.from_pretrained(manifest.model, device=device)
-    dtype = auto_dtype(dtype or manifest.model_settings.get("dtype", "float32"), device)
-    logger.info("loading model %s (%s on %s) for queries", manifest.model, dtype, device)
-    return Causal2Vec.from_pretrained(manifest.model, device=device, dtype=dtype)
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

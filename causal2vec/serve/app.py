@@ -360,15 +360,16 @@ def _add_status_routes(app: FastAPI, service: _Service, metrics: Metrics) -> Non
     @app.get("/info")
     async def info() -> dict[str, Any]:
         model = service.loaded()
-        precision = getattr(model, "precision", None) or str(model.dtype).removeprefix("torch.")
+        identity = model.identity
         size = None
         if batcher.index is not None:  # reloaded first, as a search would: another process may have written
             size = await service.on_model_thread(lambda _, index: (index.refresh(), len(index))[1])
         return {
-            "model": model.name_or_path,
+            "model": identity.name,
             "dimension": model.embedding_dim,
-            "backend": "onnx" if hasattr(model, "session") else "torch",
-            "precision": precision,
+            "backend": identity.backend,
+            "precision": identity.precision,
+            "config_sha256": identity.config_sha256,
             "device": str(model.device),
             "index_size": size,
             "max_batch_size": service.settings.max_batch_size,

@@ -16,13 +16,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from causal2vec.encoding import EmbeddingBackend
+    from causal2vec.search import SemanticIndex
+
 logger = logging.getLogger(__name__)
 
-Loaded = tuple[Any, Any]  # (the model, the SemanticIndex or None)
+Loaded = tuple["EmbeddingBackend", "SemanticIndex | None"]  # the model, and the index it searches (if any)
 
 
 class ShuttingDown(RuntimeError):
@@ -81,8 +85,8 @@ class Batcher:
         self.max_batch_tokens = max_batch_tokens
         self.max_wait = max_wait_ms / 1000
         self.max_length = max_length
-        self.model: Any = None
-        self.index: Any = None
+        self.model: EmbeddingBackend | None = None
+        self.index: SemanticIndex | None = None
         self.error: BaseException | None = None
         self.ready = threading.Event()
         self._load = load

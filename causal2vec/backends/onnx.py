@@ -9,8 +9,10 @@ This is the only module that imports onnxruntime, and only when a model is loade
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from causal2vec.config import CONFIG_NAME, Causal2VecConfig
 from causal2vec.encoding import QueryDocumentMethods, normalize_embeddings
+from causal2vec.identity import Precision
 from causal2vec.layout import Features, InputBuilder
 from causal2vec.runtime import member_path, require, verify_checksum
 
@@ -29,6 +32,8 @@ ONNX_DIR = "onnx"
 ONNX_FILE = f"{ONNX_DIR}/model.onnx"
 MANIFEST_FILE = f"{ONNX_DIR}/manifest.json"  # written by python -m export; absent from in-checkpoint exports
 PRECISION_KEY = "causal2vec.precision"  # the graph's own metadata: fp32, fp16 or int8
+EXPORT_PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")  # what python -m export writes
+MANIFEST_FORMAT = 1
 INPUT_NAMES = ("encoder_input_ids", "encoder_attention_mask", "llm_input_ids", "llm_attention_mask")
 OUTPUT_NAME = "embeddings"
 
@@ -84,6 +89,7 @@ class OnnxCausal2Vec(QueryDocumentMethods):
     """
 
     backend = "onnx"
+    precision: Precision
 
     def __init__(
         self,
@@ -93,7 +99,7 @@ class OnnxCausal2Vec(QueryDocumentMethods):
         llm_tokenizer: Any,
         embedding_dim: int,
         *,
-        precision: str = "fp32",
+        precision: Precision = "fp32",
     ) -> None:
         """Wrap an onnxruntime session of an exported model with the tokenizers and config it was exported with."""
         self.session = session
@@ -129,42 +135,20 @@ class OnnxCausal2Vec(QueryDocumentMethods):
                 f"{folder} has no ONNX export ({ONNX_FILE}); make one with: python -m export --model {folder} "
                 f"--output {folder}-onnx"
             )
-        ort = require_onnxruntime()
         config = Causal2VecConfig.load(folder / CONFIG_NAME)
         for name, expected in config.checksums.items():  # what this backend reads besides the torch weights
             if name.startswith(ONNX_DIR) or (name.startswith(("encoder/", "llm/")) and "safetensors" not in name):
                 verify_checksum(member_path(folder, name, "export file"), expected, "export file")
-        manifest = _read_manifest(folder)
-        providers = execution_providers(device, strict=strict)
-        session = None
-        if len(providers) > 1:  # CUDA: a missing GPU fails the session, or leaves it on the CPU
-            try:
-                session = ort.InferenceSession(str(onnx_path), providers=providers)
-                failure = "" if session.get_providers()[0] == "CUDAExecutionProvider" else "it did not start"
-            except Exception as err:  # onnxruntime's errors derive from Exception only
-                failure = str(err).splitlines()[0]
-            if failure:  # a session that fell back is kept; one that failed is made again on the CPU below
-                cpu_instead(device, f"a GPU that onnxruntime's CUDA provider can start ({failure})", strict)
-        if session is None:
-            try:
-                session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-            except Exception as err:
-                raise ValueError(f"{onnx_path} cannot be loaded by onnxruntime: {str(err).splitlines()[0]}") from err
-        if manifest is None:  # a graph added to a checkpoint: float32, dimension from the LLM's config
-            hidden = AutoConfig.from_pretrained(folder / "llm").hidden_size  # GPT-2's n_embd too
-            manifest = {
-                "embedding_dim": 2 * hidden if config.output_pooling == "contextual_eos" else hidden,
-                "inputs": list(INPUT_NAMES),
-                "precision": "fp32",
-            }
+        manifest = ExportManifest.read(folder) or ExportManifest.of_checkpoint(folder, config)
+        session = _session(onnx_path, execution_providers(device, strict=strict), device, strict)
         _check_graph(session, onnx_path, manifest)
         model = cls(
             session,
             config,
             AutoTokenizer.from_pretrained(folder / "encoder"),
             AutoTokenizer.from_pretrained(folder / "llm"),
-            int(manifest["embedding_dim"]),
-            precision=manifest["precision"],
+            manifest.embedding_dim,
+            precision=manifest.precision,
         )
         model.name_or_path = str(folder.resolve())
         logger.info("loaded ONNX model %s (%s) on %s", onnx_path, model.precision, model.provider)
@@ -205,51 +189,131 @@ class OnnxCausal2Vec(QueryDocumentMethods):
 
 def is_onnx_only(path: str | Path) -> bool:
     """Whether ``path`` is an export folder without torch weights (so only :class:`OnnxCausal2Vec` loads it)."""
-    manifest = Path(path).expanduser() / MANIFEST_FILE
-    if not manifest.is_file():
-        return False
     try:
-        return json.loads(manifest.read_text(encoding="utf-8")).get("torch_weights") is False
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        manifest = ExportManifest.read(Path(path).expanduser())
+    except (ValueError, OSError):
         return False  # the loader names the broken manifest
+    return manifest is not None and manifest.torch_weights is False
 
 
-def _read_manifest(folder: Path) -> dict[str, Any] | None:
-    """The export's manifest, or ``None`` for a graph added to a checkpoint without one.
+@dataclass(frozen=True)
+class ExportManifest:
+    """``onnx/manifest.json``: what ``python -m export`` wrote and checked, and what the loader needs of it.
+
+    Attributes:
+        embedding_dim: The width of the graph's output.
+        inputs: The graph's input names (:data:`INPUT_NAMES`).
+        precision: ``fp32``, ``fp16`` or ``int8`` (also stamped in the graph's metadata).
+        torch_weights: Whether the folder also holds the torch weights (then it is a checkpoint too); ``None``
+            in manifests that did not record it.
+        source: The model it was exported from: ``{"model": name, "fingerprint": of its files}``.
+        opset: The ONNX opset.
+        onnxruntime: The onnxruntime version that checked it.
+        checked_on: The execution provider the parity check ran on (``None``: not checked).
+        parity: The parity figures against torch (``None``: not checked).
+        fused: The transformer fusions applied (``--optimize``).
+        quantized: What int8 quantisation did (``--int8``).
+        output: The graph's output name.
+        external_data: Whether the weights are in ``model.onnx.data``.
+        format: The manifest's format version.
+    """
+
+    embedding_dim: int
+    inputs: tuple[str, ...]
+    precision: Precision
+    torch_weights: bool | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    opset: int | None = None
+    onnxruntime: str | None = None
+    checked_on: str | None = None
+    parity: dict[str, Any] | None = None
+    fused: Any = None
+    quantized: Any = None
+    output: str = OUTPUT_NAME
+    external_data: bool = False
+    format: int = MANIFEST_FORMAT
+
+    @classmethod
+    def read(cls, folder: Path) -> ExportManifest | None:
+        """The export's manifest, or ``None`` for a graph added to a checkpoint without one.
+
+        Raises:
+            ValueError: If the manifest is not readable JSON with the keys the loader needs.
+        """
+        path = folder / MANIFEST_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not a valid export manifest: {err}") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is not a valid export manifest: expected a JSON object")
+        missing = [k for k in ("embedding_dim", "inputs", "precision") if k not in data]
+        if missing:
+            raise ValueError(f"{path} lacks {missing}; re-export the model with python -m export")
+        known = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known} | {"inputs": tuple(data["inputs"])})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path} is not a valid export manifest: {err}") from err
+
+    @classmethod
+    def of_checkpoint(cls, folder: Path, config: Causal2VecConfig) -> ExportManifest:
+        """What a graph added to a checkpoint without a manifest is: float32, its width from the LLM's config."""
+        hidden = AutoConfig.from_pretrained(folder / "llm").hidden_size  # GPT-2's n_embd too
+        return cls(2 * hidden if config.output_pooling == "contextual_eos" else hidden, INPUT_NAMES, "fp32")
+
+    def __post_init__(self) -> None:
+        if self.precision not in EXPORT_PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not an export's; it is one of {list(EXPORT_PRECISIONS)}")
+
+    def write(self, folder: Path) -> None:
+        """Write ``folder/onnx/manifest.json``."""
+        data = dataclasses.asdict(self) | {"inputs": list(self.inputs)}
+        (folder / MANIFEST_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _session(onnx_path: Path, providers: list[Any], device: str, strict: bool) -> Any:
+    """An onnxruntime session of the graph on ``providers``; on CUDA that cannot start, the CPU (or, strict, an error).
 
     Raises:
-        ValueError: If the manifest is not readable JSON with the keys the loader needs.
+        ValueError: If onnxruntime cannot load the graph, or (``strict``) cannot run it on CUDA.
     """
-    path = folder / MANIFEST_FILE
-    if not path.is_file():
-        return None
+    ort = require_onnxruntime()
+    if len(providers) > 1:  # CUDA: a missing GPU fails the session, or leaves it on the CPU
+        try:
+            session = ort.InferenceSession(str(onnx_path), providers=providers)
+            failure = "" if session.get_providers()[0] == "CUDAExecutionProvider" else "it did not start"
+        except Exception as err:  # onnxruntime's errors derive from Exception only
+            session, failure = None, str(err).splitlines()[0]
+        if failure:  # a session that fell back is kept; one that failed is made again on the CPU below
+            cpu_instead(device, f"a GPU that onnxruntime's CUDA provider can start ({failure})", strict)
+        if session is not None:
+            return session
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        missing = [k for k in ("embedding_dim", "inputs", "precision") if k not in manifest]
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
-        raise ValueError(f"{path} is not a valid export manifest: {err}") from err
-    if missing:
-        raise ValueError(f"{path} lacks {missing}; re-export the model with python -m export")
-    return manifest
+        return ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise ValueError(f"{onnx_path} cannot be loaded by onnxruntime: {str(err).splitlines()[0]}") from err
 
 
-def _check_graph(session: Any, path: Path, manifest: dict[str, Any]) -> None:
+def _check_graph(session: Any, path: Path, manifest: ExportManifest) -> None:
     """Check the graph's inputs, output width and precision (its own metadata) against the manifest.
 
     Raises:
         ValueError: Naming what the graph has and what the folder's config and manifest say.
     """
     names = sorted(i.name for i in session.get_inputs())
-    if names != sorted(manifest["inputs"]) or names != sorted(INPUT_NAMES):
-        raise ValueError(f"{path} takes inputs {names}, but the export says {sorted(manifest['inputs'])} "
+    if names != sorted(manifest.inputs) or names != sorted(INPUT_NAMES):
+        raise ValueError(f"{path} takes inputs {names}, but the export says {sorted(manifest.inputs)} "
                          f"(Causal2Vec inputs: {sorted(INPUT_NAMES)})")  # fmt: skip
     (output,) = [o for o in session.get_outputs() if o.name == OUTPUT_NAME] or [None]
     if output is None:
         raise ValueError(f"{path} has no {OUTPUT_NAME!r} output; it has {[o.name for o in session.get_outputs()]}")
     width = output.shape[-1]
-    if isinstance(width, int) and width != int(manifest["embedding_dim"]):
+    if isinstance(width, int) and width != manifest.embedding_dim:
         raise ValueError(f"{path} returns {width}-dimensional embeddings, but the export's config and manifest say "
-                         f"{manifest['embedding_dim']}")  # fmt: skip
+                         f"{manifest.embedding_dim}")  # fmt: skip
     stamped = session.get_modelmeta().custom_metadata_map.get(PRECISION_KEY)  # written into the graph by the export
-    if stamped is not None and stamped != manifest["precision"]:
-        raise ValueError(f"{path} was exported as {stamped}, but its manifest says {manifest['precision']}")
+    if stamped is not None and stamped != manifest.precision:
+        raise ValueError(f"{path} was exported as {stamped}, but its manifest says {manifest.precision}")

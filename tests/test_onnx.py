@@ -410,3 +410,12 @@ def test_the_real_default_exports_and_matches_torch(tmp_path):
     expected = model.encode(texts, normalize=False)
     got = OnnxCausal2Vec.from_pretrained(tmp_path / "default-onnx").encode(texts, normalize=False)
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+def test_an_export_only_folder_runs_on_onnx_whatever_an_index_recorded(onnx_folder):
+    from causal2vec.backends import load_backend
+    from causal2vec.identity import ModelIdentity
+
+    model = load_backend(ModelIdentity(str(onnx_folder), None, "torch", "bf16"), device="cpu")
+    assert isinstance(model, OnnxCausal2Vec)
+    assert (model.identity.backend, model.identity.precision) == ("onnx", "fp32")

@@ -151,7 +151,7 @@ def test_health_and_info(server, model):
     assert _request(f"{server.url}/health") == (200, {"status": "ready"})
     status, info = _request(f"{server.url}/info")
     assert status == 200
-    assert info["dimension"] == model.embedding_dim and info["backend"] == "torch" and info["precision"] == "float32"
+    assert info["dimension"] == model.embedding_dim and info["backend"] == "torch" and info["precision"] == "fp32"
     assert info["device"] == "cpu" and info["index_size"] == len(TEXTS)
 
 

@@ -102,3 +102,50 @@ def test_library_import_does_not_pull_optional_stacks():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert out.strip() == "[]", f"importing the library pulled in {out.strip()}"
+
+
+# Modules of the model layer, below causal2vec/backends: what search/ must reach only through load_backend.
+MODEL_MODULES = {
+    "causal2vec.model", "causal2vec.checkpoint", "causal2vec.assets", "causal2vec.adapters", "causal2vec.projector",
+    "causal2vec.st_module", "causal2vec.backends.onnx",
+}  # fmt: skip
+
+
+def library_imports(path: Path) -> set[str]:
+    """The full names of the causal2vec modules a file imports (``from causal2vec.x import y`` counts x and x.y)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.startswith("causal2vec")}
+
+
+def test_search_loads_models_only_through_the_backend_layer():
+    for path in sorted((LIBRARY / "search").rglob("*.py")):
+        reached = library_imports(path) & MODEL_MODULES
+        assert not reached, f"{path.relative_to(ROOT)} imports {sorted(reached)}; load models with load_backend"
+
+
+def test_backends_are_registered_in_one_place():
+    callers = {
+        path.relative_to(ROOT).as_posix()
+        for path in LIBRARY.rglob("*.py")
+        if any(isinstance(node, ast.Call) and getattr(node.func, "id", None) == "register_backend"
+               for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))))
+    }  # fmt: skip
+    assert callers == {"causal2vec/backends/__init__.py"}
+
+
+def test_no_library_module_guesses_a_backend_from_attributes():
+    """Which backend a model is comes from its identity, not from ``hasattr(model, "session")`` and the like."""
+    for path in sorted(LIBRARY.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("hasattr", "getattr") and node.args:
+                attribute = node.args[1] if len(node.args) > 1 else None
+                name = attribute.value if isinstance(attribute, ast.Constant) else None
+                assert name not in ("session", "backend", "precision"), (
+                    f"{path.relative_to(ROOT)}:{node.lineno} reads {name!r} to tell backends apart; use .identity"
+                )

@@ -207,17 +207,22 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
             ValueError: If ``target`` is not a positive finite number.
         """
         if target is None:
-            norms = self.llm.get_input_embeddings().weight.float().norm(dim=-1)
+            norms = self.llm.get_input_embeddings().weight.double().norm(dim=-1)
             target = norms[norms > 0].mean().item()
         elif not (isinstance(target, (int, float)) and 0 < target < float("inf")):
             raise ValueError(f"target={target!r} must be a positive finite norm")
         features = self.inputs(list(texts))
         features = {k: v.to(self.device) for k, v in features.items()}
-        c = self.contextual_token(features["encoder_input_ids"], features["encoder_attention_mask"])
-        factor = target / c.float().norm(dim=-1).mean().clamp(min=1e-12).item()
-        # Four significant digits: the mean norm's last bits vary with the thread count of the matmuls, and a
-        # fresh assembly must give the same weights on every machine (the cached default is compared to one).
-        factor = float(f"{factor:.4g}")
+        # In float64, rounded to 8 digits: a float32 sum's last bits vary with the thread count, and a fresh
+        # assembly must give the same weights on every machine (the cached default is compared to one). The casts
+        # there and back are exact.
+        dtypes = next(self.encoder.parameters()).dtype, next(self.projector.parameters()).dtype
+        self.encoder.double(), self.projector.double()
+        try:
+            c = self.contextual_token(features["encoder_input_ids"], features["encoder_attention_mask"])
+        finally:
+            self.encoder.to(dtypes[0]), self.projector.to(dtypes[1])
+        factor = float(f"{target / c.norm(dim=-1).mean().clamp(min=1e-12).item():.8g}")
         self.projector.rescale_output(factor)
         logger.debug("projector scaled by %.4f so that mean |C| = %.4f", factor, target)
         return factor

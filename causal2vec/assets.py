@@ -29,7 +29,8 @@ from typing import Any
 import torch
 
 from causal2vec.config import Causal2VecConfig
-from causal2vec.runtime import package_dir, remove_stale_siblings, replace_dir
+from causal2vec.files import remove_stale_siblings, replace_dir
+from causal2vec.runtime import package_dir
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def smollm2_gguf_path() -> Path:
 def cached_build(target: Path, stamp: dict[str, Any], build: Callable[[Path], None]) -> Path:
     """Return ``target`` if its stamp equals ``stamp``; otherwise build it with ``build(folder)`` first.
 
-    The folder is built aside and renamed into place (:func:`~causal2vec.runtime.replace_dir`), so concurrent
+    The folder is built aside and renamed into place (:func:`~causal2vec.files.replace_dir`), so concurrent
     first calls and crashes never leave a partial folder; a build that finds the folder finished by another
     process meanwhile is dropped.
     """
@@ -158,7 +159,7 @@ def untrained_checkpoint() -> Path:
 
 def trained_stamp() -> dict[str, Any]:
     """What the trained default is built from: the untrained assembly and the checksums of the shipped files."""
-    from causal2vec.runtime import file_checksum
+    from causal2vec.files import file_checksum
 
     files = sorted(p for p in TRAINED_DIR.rglob("*") if p.is_file() and p.suffix != ".md")
     if not files:

@@ -31,8 +31,9 @@ from typing import IO, Any
 
 import numpy as np
 
+from causal2vec.files import write_atomic
 from causal2vec.onnx_backend import is_onnx_only
-from causal2vec.runtime import auto_dtype, check_device, default_device, write_atomic
+from causal2vec.runtime import auto_dtype, check_device, default_device
 from causal2vec.search import IndexBusyError, SemanticIndex
 from causal2vec.search.corpus import FORMATS, Document, count_lines, read_corpus
 from causal2vec.search.manifest import Manifest

@@ -29,6 +29,7 @@ import torch
 from causal2vec import Causal2Vec
 from causal2vec.checkpoint import write_checkpoint_files
 from causal2vec.config import CONFIG_NAME
+from causal2vec.files import entry_names, file_checksum, remove_stale_siblings, replace_dir
 from causal2vec.onnx_backend import (
     INPUT_NAMES,
     MANIFEST_FILE,
@@ -38,7 +39,6 @@ from causal2vec.onnx_backend import (
     OnnxCausal2Vec,
     require_onnxruntime,
 )
-from causal2vec.runtime import entry_names, file_checksum, remove_stale_siblings, replace_dir
 from export import transforms
 from export.onnx_export import DEFAULT_OPSET, FP16_OPSET, Parity, check_opset, check_parity, trace_onnx
 

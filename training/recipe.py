@@ -41,7 +41,7 @@ from causal2vec import Causal2Vec, Causal2VecConfig
 from causal2vec.adapters import has_adapter
 from causal2vec.checkpoint import REQUIRED_FILES
 from causal2vec.config import CONFIG_NAME
-from causal2vec.runtime import member_path, write_atomic
+from causal2vec.files import member_path, write_atomic
 from causal2vec.st_module import Causal2VecModule
 from training.config import DataSection, LoraSection, LossSection, ModelSection, Source, TrainConfig, TrainSection
 from training.data.pairs import Pair, read_pairs

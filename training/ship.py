@@ -32,7 +32,7 @@ from causal2vec.adapters import ADAPTER_DIR, ENCODER_ADAPTER_DIR
 from causal2vec.assets import MINILM_NAME, SMOLLM2_NAME, TRAINED_CONFIG, TRAINED_DIR, untrained_checkpoint
 from causal2vec.checkpoint import PROJECTOR_NAME
 from causal2vec.config import CONFIG_NAME, Causal2VecConfig
-from causal2vec.runtime import replace_dir
+from causal2vec.files import replace_dir
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from causal2vec.runtime import file_checksum, remove_stale_siblings, replace_dir, verify_checksum, write_atomic
+from causal2vec.files import file_checksum, remove_stale_siblings, replace_dir, verify_checksum, write_atomic
 from causal2vec.search import vectors as faiss_vectors
 from causal2vec.search.docstore import DocumentStore
 from causal2vec.search.vectors import VectorStore

@@ -107,7 +107,7 @@ def measure_checkpoint(source: str, repeats: int) -> None:
     if source == "default":
         from causal2vec.assets import default_checkpoint
 
-        folder = default_checkpoint()
+        folder = default_checkpoint(Causal2Vec)
     else:
         folder = Path(source)
     config = Causal2VecConfig.load(folder / CONFIG_NAME)

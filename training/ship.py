@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from causal2vec import Causal2Vec
 from causal2vec.adapters import ADAPTER_DIR, ENCODER_ADAPTER_DIR
 from causal2vec.assets import MINILM_NAME, SMOLLM2_NAME, TRAINED_CONFIG, TRAINED_DIR, untrained_checkpoint
 from causal2vec.checkpoint import PROJECTOR_NAME
@@ -62,7 +63,7 @@ def ship(
             setting names no config field or has a value the config refuses, or the files would exceed 20 MB.
     """
     config = read_json_object(run / CONFIG_NAME, "Causal2Vec config file")
-    untrained_folder = untrained_checkpoint()
+    untrained_folder = untrained_checkpoint(Causal2Vec)
     untrained = read_json_object(untrained_folder / CONFIG_NAME, "Causal2Vec config file")
     # Weights and tokenizers must match; the parts' config.json may differ in run-time flags (use_cache).
     base_files = [

@@ -1,6 +1,6 @@
 """Checksum benchmark: what verifying a file on load costs, next to loading it.
 
-Writers record a checksum of each data file (``causal2vec.runtime.file_checksum``, xxh3_128) and readers verify
+Writers record a checksum of each data file (``causal2vec.files.file_checksum``, xxh3_128) and readers verify
 it before loading. This measures, side by side in one run and on the same files:
 
 1. **FAISS index** — a ``'Flat'`` inner-product index of random unit vectors (dimension --dim, 1152 by default,
@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from causal2vec.runtime import file_checksum
+from causal2vec.files import file_checksum
 
 
 def hash_file(path: Path, digest: Any, block: int = 1 << 20) -> str:
@@ -107,7 +107,7 @@ def measure_checkpoint(source: str, repeats: int) -> None:
     if source == "default":
         from causal2vec.assets import default_checkpoint
 
-        folder = default_checkpoint()
+        folder = default_checkpoint(Causal2Vec)
     else:
         folder = Path(source)
     config = Causal2VecConfig.load(folder / CONFIG_NAME)

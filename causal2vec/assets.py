@@ -10,6 +10,9 @@
   applied and the adapter merged into the LLM's weights, saved once as a checkpoint folder in the cache.
   ``Causal2Vec.from_pretrained("default")`` loads it like any other checkpoint, with no adapter at inference.
 
+The two checkpoints are built by the model class that asks for them (``Causal2Vec.from_pretrained`` passes
+itself), so this module needs no import of :mod:`causal2vec.model`.
+
 Each cached folder carries a stamp of what it was built from (``causal2vec_source.json``); a different stamp (a new
 wheel, a new recipe, new config defaults) rebuilds it. Folders are built aside and renamed into place.
 
@@ -24,12 +27,20 @@ import os
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors.torch import load_file
 
+from causal2vec.adapters import ADAPTER_DIR, load_adapter
+from causal2vec.checkpoint import PROJECTOR_NAME, write_checkpoint_files
 from causal2vec.config import Causal2VecConfig
-from causal2vec.runtime import package_dir, remove_stale_siblings, replace_dir
+from causal2vec.files import file_checksum, read_json_object, remove_stale_siblings, replace_dir
+from causal2vec.projector import Projector
+from causal2vec.runtime import package_dir
+
+if TYPE_CHECKING:
+    from causal2vec.model import Causal2Vec
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +86,7 @@ def smollm2_gguf_path() -> Path:
 def cached_build(target: Path, stamp: dict[str, Any], build: Callable[[Path], None]) -> Path:
     """Return ``target`` if its stamp equals ``stamp``; otherwise build it with ``build(folder)`` first.
 
-    The folder is built aside and renamed into place (:func:`~causal2vec.runtime.replace_dir`), so concurrent
+    The folder is built aside and renamed into place (:func:`~causal2vec.files.replace_dir`), so concurrent
     first calls and crashes never leave a partial folder; a build that finds the folder finished by another
     process meanwhile is dropped.
     """
@@ -94,9 +105,9 @@ def cached_build(target: Path, stamp: dict[str, Any], build: Callable[[Path], No
     return target
 
 
-def _stamp_of(folder: Path) -> Any:
+def _stamp_of(folder: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((folder / SOURCE_NAME).read_text(encoding="utf-8"))
+        return read_json_object(folder / SOURCE_NAME, "build stamp")
     except (OSError, ValueError):
         return None
 
@@ -147,19 +158,20 @@ def default_stamp() -> dict[str, Any]:
     }
 
 
-def untrained_checkpoint() -> Path:
+def untrained_checkpoint(model_class: type[Causal2Vec]) -> Path:
     """The untrained assembly as a checkpoint folder in the cache, assembled and saved on first use (~20 s).
 
     all-MiniLM-L6-v2 + SmolLM2-135M-Instruct with a projector seeded with :data:`DEFAULT_SEED` and calibrated,
     in float32. ``Causal2Vec.from_pretrained("default-untrained")`` loads this folder like any checkpoint.
+
+    Args:
+        model_class: The class that assembles the model when the folder is built (``Causal2Vec``).
     """
-    return cached_build(cache_dir() / UNTRAINED_NAME, default_stamp(), _build_default)
+    return cached_build(cache_dir() / UNTRAINED_NAME, default_stamp(), lambda out: _build_default(model_class, out))
 
 
 def trained_stamp() -> dict[str, Any]:
     """What the trained default is built from: the untrained assembly and the checksums of the shipped files."""
-    from causal2vec.runtime import file_checksum
-
     files = sorted(p for p in TRAINED_DIR.rglob("*") if p.is_file() and p.suffix != ".md")
     if not files:
         raise FileNotFoundError(
@@ -172,39 +184,43 @@ def trained_stamp() -> dict[str, Any]:
     }
 
 
-def default_checkpoint() -> Path:
+def default_checkpoint(model_class: type[Causal2Vec]) -> Path:
     """The trained default as a checkpoint folder in the cache, built on first use (~30 s).
 
     The untrained assembly with the shipped projector and the LLM's LoRA adapter merged into its weights, in
     float32. ``Causal2Vec.from_pretrained("default")`` loads this folder like any checkpoint.
+
+    Args:
+        model_class: The class that loads the untrained assembly when the folder is built (``Causal2Vec``).
     """
-    return cached_build(cache_dir() / "default", trained_stamp(), _build_trained)
+    return cached_build(cache_dir() / "default", trained_stamp(), lambda out: _build_trained(model_class, out))
 
 
 NAMED_CHECKPOINTS = ("default", UNTRAINED_NAME)  # the names from_pretrained resolves to cached checkpoint folders
 
 
-def named_checkpoint(name: str) -> Path:
-    """The cached checkpoint folder of ``"default"`` (trained) or ``"default-untrained"``, built on first use."""
+def named_checkpoint(model_class: type[Causal2Vec], name: str) -> Path:
+    """The cached checkpoint folder of ``"default"`` (trained) or ``"default-untrained"``, built on first use.
+
+    Args:
+        model_class: The class that builds the model when the folder is built (``Causal2Vec``).
+        name: One of :data:`NAMED_CHECKPOINTS`.
+
+    Raises:
+        ValueError: If ``name`` is not one of them.
+    """
     if name == UNTRAINED_NAME:
-        return untrained_checkpoint()
+        return untrained_checkpoint(model_class)
     if name == "default":
-        return default_checkpoint()
+        return default_checkpoint(model_class)
     raise ValueError(f"{name!r} is not a named checkpoint; the names are {list(NAMED_CHECKPOINTS)}")
 
 
-def _build_trained(out: Path) -> None:
+def _build_trained(model_class: type[Causal2Vec], out: Path) -> None:
     """Apply the shipped trained files to the untrained assembly, merge the adapter, write the checkpoint."""
-    from safetensors.torch import load_file
-
-    from causal2vec.adapters import ADAPTER_DIR, load_adapter
-    from causal2vec.checkpoint import PROJECTOR_NAME, write_checkpoint_files
-    from causal2vec.model import Causal2Vec
-    from causal2vec.projector import Projector
-
     logger.info("building the trained default from %s (once)", TRAINED_DIR)
-    model = Causal2Vec.from_pretrained(untrained_checkpoint(), dtype=torch.float32)
-    changes = json.loads((TRAINED_DIR / TRAINED_CONFIG).read_text(encoding="utf-8"))
+    model = model_class.from_pretrained(untrained_checkpoint(model_class), dtype=torch.float32)
+    changes = read_json_object(TRAINED_DIR / TRAINED_CONFIG, "trained default's config file")
     kind = changes.get("projector", model.config.projector)
     model.projector = Projector(model.projector.in_features, model.projector.out_features, kind)  # the shipped kind
     model.projector.load_state_dict({k: v.float() for k, v in load_file(TRAINED_DIR / PROJECTOR_NAME).items()})
@@ -214,12 +230,9 @@ def _build_trained(out: Path) -> None:
     write_checkpoint_files(model, out)
 
 
-def _build_default(out: Path) -> None:
+def _build_default(model_class: type[Causal2Vec], out: Path) -> None:
     """Assemble the default from its components and write its checkpoint files into ``out``."""
-    from causal2vec.checkpoint import write_checkpoint_files
-    from causal2vec.model import Causal2Vec
-
     logger.info("assembling the default model (once)")
     encoder, llm = str(minilm_path()), str(smollm2_path())
-    model = Causal2Vec.from_components(encoder, llm, config=default_config(), seed=DEFAULT_SEED, dtype=torch.float32)
+    model = model_class.from_components(encoder, llm, config=default_config(), seed=DEFAULT_SEED, dtype=torch.float32)
     write_checkpoint_files(model, out)

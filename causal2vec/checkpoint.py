@@ -39,8 +39,7 @@ from causal2vec.adapters import (
     save_adapter,
 )
 from causal2vec.config import CONFIG_NAME, Causal2VecConfig
-from causal2vec.projector import Projector, check_projector_shapes
-from causal2vec.runtime import (
+from causal2vec.files import (
     entry_names,
     file_checksum,
     member_path,
@@ -48,6 +47,7 @@ from causal2vec.runtime import (
     replace_dir,
     verify_checksum,
 )
+from causal2vec.projector import Projector, check_projector_shapes
 
 if TYPE_CHECKING:
     from causal2vec.model import Causal2Vec

@@ -34,8 +34,9 @@ import numpy as np
 
 from causal2vec.backends import BackendChoiceError, backend_names, load_backend
 from causal2vec.encoding import EmbeddingBackend
+from causal2vec.files import write_atomic
 from causal2vec.identity import ModelIdentity
-from causal2vec.runtime import check_device, default_device, write_atomic
+from causal2vec.runtime import check_device, default_device
 from causal2vec.search import IndexBusyError, SemanticIndex
 from causal2vec.search.corpus import FORMATS, Document, count_lines, read_corpus
 from causal2vec.search.manifest import Manifest

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 
+from causal2vec.files import read_json_object
+from causal2vec.runtime import check_int
+
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "causal2vec_config.json"
@@ -88,9 +91,7 @@ class Causal2VecConfig:
             if allowed and all(isinstance(a, str) for a in allowed) and value not in allowed:
                 raise ValueError(f"Causal2VecConfig.{f.name}={value!r} is not allowed; choose one of {list(allowed)}")
         for name in ("encoder_max_length", "llm_max_length"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 4:
-                raise ValueError(f"Causal2VecConfig.{name}={value!r} must be an integer >= 4")
+            check_int(f"Causal2VecConfig.{name}", getattr(self, name), minimum=4)
         if not isinstance(self.checksums, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.checksums.items()
         ):
@@ -120,8 +121,7 @@ class Causal2VecConfig:
         """
         if max_length is None:
             return self.encoder_max_length, self.llm_max_length
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 4:
-            raise ValueError(f"max_length={max_length!r} must be an integer >= 4 (or None for the config's budgets)")
+        check_int("max_length", max_length, minimum=4)
         return min(self.encoder_max_length, max_length), min(self.llm_max_length, max_length)
 
     def format_instruction(self, instruction: str | None) -> str:
@@ -166,15 +166,6 @@ class Causal2VecConfig:
 
         Raises:
             FileNotFoundError: If the file is missing.
-            ValueError: If it is not valid JSON or holds bad values; the message names the file.
+            ValueError: If it is not a JSON object or holds bad values; the message names the file.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"missing Causal2Vec config file: {path}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"corrupt Causal2Vec config file {path}: {err}") from err
-        if not isinstance(data, dict):
-            raise ValueError(f"corrupt Causal2Vec config file {path}: expected a JSON object")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json_object(Path(path), "Causal2Vec config file"), source=str(path))

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from causal2vec.identity import ModelIdentity, config_fingerprint
-from causal2vec.runtime import show_progress
+from causal2vec.runtime import check_int, show_progress
 
 if TYPE_CHECKING:
     from causal2vec.config import Causal2VecConfig
@@ -198,8 +198,7 @@ def encode_texts(
     prompt = backend.config.format_instruction(instruction)
     normalize = backend.config.normalize if normalize is None else normalize
     texts, single = check_texts(texts)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    check_int("batch_size", batch_size, minimum=1)
     order = np.argsort([-len(t) for t in texts], kind="stable")  # longest first: padding stays small
     batches = [[texts[i] for i in order[start : start + batch_size]] for start in range(0, len(texts), batch_size)]
     on_accelerator = backend.device.type != "cpu"

@@ -23,6 +23,8 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
+from causal2vec import assets
+from causal2vec.checkpoint import load_checkpoint, resolve_folder, save_checkpoint
 from causal2vec.config import Causal2VecConfig, ProjectorKind
 from causal2vec.encoding import QueryDocumentMethods, Texts, normalize_embeddings
 from causal2vec.identity import Precision, precision_of
@@ -160,11 +162,9 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
             ValueError: If a checkpoint file is corrupt or inconsistent, or a weight is not finite; the message
                 names the file or tensor.
         """
-        from causal2vec.checkpoint import load_checkpoint
-
         target = check_device(device) if device is not None else None
         with quiet_transformers_bars():
-            folder, name = _resolve_checkpoint(str(name_or_path), hub_kwargs)
+            folder, name = _resolve_checkpoint(cls, str(name_or_path), hub_kwargs)
             model = load_checkpoint(cls, folder, resolve_dtype(dtype))
         model.name_or_path = name
         return model.to(target) if target is not None else model
@@ -184,8 +184,6 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
             FileExistsError: If ``path`` is a file or a non-empty folder that is not a checkpoint, and
                 ``overwrite`` is not set.
         """
-        from causal2vec.checkpoint import save_checkpoint
-
         with quiet_transformers_bars():
             save_checkpoint(self, Path(path), overwrite=overwrite)
 
@@ -419,13 +417,13 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
             self.train(training)
 
 
-def _resolve_checkpoint(source: str, hub_kwargs: dict[str, Any]) -> tuple[Path, str]:
-    """The local folder to load for ``source`` and the name the model keeps (``"default"``, a path, a hub id)."""
-    from causal2vec import assets
-    from causal2vec.checkpoint import resolve_folder
+def _resolve_checkpoint(cls: type[Causal2Vec], source: str, hub_kwargs: dict[str, Any]) -> tuple[Path, str]:
+    """The local folder to load for ``source`` and the name the model keeps (``"default"``, a path, a hub id).
 
+    A named checkpoint is built by ``cls`` on first use.
+    """
     if source in assets.NAMED_CHECKPOINTS:
-        return assets.named_checkpoint(source), source
+        return assets.named_checkpoint(cls, source), source
     folder = resolve_folder(source, **hub_kwargs)
     return folder, str(folder.resolve()) if Path(source).expanduser().exists() else source
 

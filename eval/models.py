@@ -9,7 +9,6 @@ the same weights.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from causal2vec.assets import NAMED_CHECKPOINTS
 from causal2vec.backends import load_backend
 from causal2vec.backends.onnx import ONNX_DIR
 from causal2vec.config import CONFIG_NAME
+from causal2vec.files import read_json_object
 from causal2vec.identity import BackendName
 from causal2vec.search.corpus import Document
 
@@ -156,13 +156,11 @@ def load_instructions(path: Path = INSTRUCTIONS_PATH) -> dict[str, str]:
     """The query instructions by task name and task type (keys starting with ``_`` are comments).
 
     Raises:
+        FileNotFoundError: If there is no such file.
         ValueError: If the file is not a JSON object of strings.
     """
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read instructions file {path}: {err}") from err
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+    data = read_json_object(path, "instructions file")
+    if not all(isinstance(v, str) for v in data.values()):
         raise ValueError(f"instructions file {path} must be a JSON object mapping task names to strings")
     return {k: v for k, v in data.items() if not k.startswith("_")}
 

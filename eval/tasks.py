@@ -36,6 +36,7 @@ from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata, TaskType
 
 from causal2vec.data.bbc import SPLIT_SEED, Article, bbc_news_articles, split_articles
+from causal2vec.files import read_json_object
 from causal2vec.search.corpus import Document, read_corpus
 
 logger = logging.getLogger(__name__)
@@ -315,12 +316,7 @@ def _task_spec(folder: Path) -> dict[str, str]:
     path = folder / "task.json"
     if not path.is_file():
         return {}
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
-    if not isinstance(spec, dict):
-        raise ValueError(f"{path} must hold a JSON object, not {type(spec).__name__}")
+    spec = read_json_object(path, "task file")
     unknown = sorted(set(spec) - set(_TASK_JSON_KEYS))
     if unknown:
         raise ValueError(f"{path}: unknown keys {unknown}; allowed keys are {list(_TASK_JSON_KEYS)}")

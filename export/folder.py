@@ -38,8 +38,8 @@ from causal2vec.backends.onnx import (
 )
 from causal2vec.checkpoint import write_checkpoint_files
 from causal2vec.config import CONFIG_NAME
+from causal2vec.files import entry_names, file_checksum, read_json_object, remove_stale_siblings, replace_dir
 from causal2vec.identity import Precision
-from causal2vec.runtime import entry_names, file_checksum, remove_stale_siblings, replace_dir
 from export import transforms
 from export.onnx_export import DEFAULT_OPSET, FP16_OPSET, Parity, check_opset, check_parity, trace_onnx
 
@@ -153,8 +153,8 @@ def _check_no_broken_link(output: Path) -> None:
 def _not_written_by_export(folder: Path) -> list[str]:
     """What a folder holds beyond the files its export config records (and their folders), as relative names."""
     try:
-        written = set(json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")).get("checksums") or {})
-    except (OSError, ValueError, AttributeError):
+        written = set(read_json_object(folder / CONFIG_NAME, "Causal2Vec config file").get("checksums") or {})
+    except (OSError, ValueError):
         written = set()  # an unreadable config records nothing: every file counts as the user's
     known = {CONFIG_NAME, *written, *(parent.as_posix() for name in written for parent in Path(name).parents)}
     return sorted(name for name in entry_names(folder) if name not in known)

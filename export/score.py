@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from causal2vec.config import CONFIG_NAME, Causal2VecConfig
-from causal2vec.runtime import file_checksum, write_atomic
+from causal2vec.files import file_checksum, write_atomic
 
 logger = logging.getLogger(__name__)
 

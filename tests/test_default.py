@@ -76,16 +76,16 @@ def test_default_stamp_follows_the_recipe_and_the_config(monkeypatch):
 
 
 def test_default_is_loaded_as_a_checkpoint_folder(monkeypatch, tiny_checkpoint, tiny_model, texts):
-    """from_pretrained("default") loads the folder assets.default_checkpoint() names, and keeps the name."""
+    """from_pretrained("default") loads the folder assets.default_checkpoint(Causal2Vec) names, and keeps the name."""
     calls: list[int] = []
 
-    def fake_default():
-        calls.append(1)
+    def fake_default(model_class):
+        calls.append(model_class)
         return tiny_checkpoint
 
     monkeypatch.setattr(assets, "default_checkpoint", fake_default)
     model = Causal2Vec.from_pretrained("default")
-    assert calls == [1] and model.name_or_path == "default"
+    assert calls == [Causal2Vec] and model.name_or_path == "default"
     np.testing.assert_array_equal(model.encode(texts), tiny_model.encode(texts))
 
 
@@ -158,7 +158,7 @@ def test_default_is_a_checksummed_checkpoint_in_the_cache(default_model, untrain
         ("default", default_model, assets.trained_stamp()),
         ("default-untrained", untrained_model, assets.default_stamp()),
     ):
-        folder = assets.named_checkpoint(name)
+        folder = assets.named_checkpoint(Causal2Vec, name)
         assert folder.parent == assets.cache_dir()
         config = json.loads((folder / CONFIG_NAME).read_text())
         assert {"projector.safetensors", "llm/model.safetensors", "encoder/model.safetensors"} <= set(

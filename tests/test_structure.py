@@ -1,11 +1,13 @@
-"""The dependency direction, read from the source: the library imports no repo tool, and each optional
-dependency has one owning module. Plus what importing the library actually pulls in (a subprocess)."""
+"""The dependency direction, read from the source: the library imports no repo tool, each optional dependency
+has one owning module, and no library modules import each other in a circle. Plus what importing the library
+actually pulls in (a subprocess), and where the durable-file helpers live."""
 
 from __future__ import annotations
 
 import ast
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,145 @@ def test_no_library_module_guesses_a_backend_from_attributes():
                 assert name not in ("session", "backend", "precision"), (
                     f"{path.relative_to(ROOT)}:{node.lineno} reads {name!r} to tell backends apart; use .identity"
                 )
+
+
+# ---------------------------------------------------------------- import cycles among the library's own modules
+
+
+def _runtime_imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement in ``tree``, in functions too, except under ``if TYPE_CHECKING:`` (never run)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        elif isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.orelse:
+                yield from _runtime_imports(ast.Module(body=[child], type_ignores=[]))
+        else:
+            yield from _runtime_imports(node)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def module_graph(package: Path) -> dict[str, set[str]]:
+    """``{"causal2vec/x.py": {the package's files it imports}}``, resolved from absolute and relative imports.
+
+    ``from p import name`` counts as an import of ``p/name.py`` when that is a module, else of ``p``'s own file;
+    parent packages that Python initialises on the way are not counted (every module would circle its __init__).
+    """
+    root = package.parent
+
+    def file_of(module: str) -> str | None:
+        base = root.joinpath(*module.split("."))
+        for path in (base.with_suffix(".py"), base / "__init__.py"):
+            if path.is_file():
+                return path.relative_to(root).as_posix()
+        return None
+
+    graph: dict[str, set[str]] = {}
+    for path in sorted(package.rglob("*.py")):
+        name = path.relative_to(root).with_suffix("").as_posix().replace("/", ".").removesuffix(".__init__")
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str | None] = set()
+        for node in _runtime_imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets.update(file_of(alias.name) for alias in node.names)
+                continue
+            base = node.module or ""
+            if node.level:
+                parent = here.rsplit(".", node.level - 1)[0] if node.level > 1 else here
+                base = f"{parent}.{base}" if base else parent
+            targets.update(file_of(f"{base}.{a.name}") or file_of(base) for a in node.names)
+        graph[path.relative_to(root).as_posix()] = {t for t in targets if t is not None}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One circle of imports, as ``[a, b, ..., a]``; ``[]`` when there is none (depth-first, in sorted order)."""
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str]:
+        if node in path:
+            return [*path[path.index(node) :], node]
+        if node in done:
+            return []
+        for target in sorted(graph.get(node, ())):
+            if cycle := visit(target, [*path, node]):
+                return cycle
+        done.add(node)
+        return []
+
+    for node in sorted(graph):
+        if cycle := visit(node, []):
+            return cycle
+    return []
+
+
+def test_the_cycle_finder_sees_a_circle_through_every_kind_of_import(tmp_path):
+    """A circle through an absolute, a relative and a function-level import is found; a ``TYPE_CHECKING`` one
+    is not a circle."""
+    package = tmp_path / "causal2vec"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("from causal2vec.a import x\n")
+    (package / "a.py").write_text("from causal2vec.b import y\nx = 1\n")
+    (package / "b.py").write_text("def f():\n    from .sub import c\ny = 2\n")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "c.py").write_text("import causal2vec.a\n")
+    (package / "d.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from causal2vec.e import E\nelse:\n    import json\n"
+    )
+    (package / "e.py").write_text("from causal2vec import d\nclass E: ...\n")
+    graph = module_graph(package)
+    assert graph["causal2vec/b.py"] == {"causal2vec/sub/c.py"} and graph["causal2vec/d.py"] == set()
+    assert graph["causal2vec/e.py"] == {"causal2vec/d.py"} and graph["causal2vec/__init__.py"] == {"causal2vec/a.py"}
+    assert find_cycle(graph) == ["causal2vec/a.py", "causal2vec/b.py", "causal2vec/sub/c.py", "causal2vec/a.py"]
+    (package / "sub" / "c.py").write_text("")
+    assert find_cycle(module_graph(package)) == []
+
+
+def test_library_modules_import_each_other_in_no_circle():
+    cycle = find_cycle(module_graph(LIBRARY))
+    assert not cycle, f"causal2vec's modules import each other in a circle: {' -> '.join(cycle)}"
+
+
+# ---------------------------------------------------------------- durable files have one home
+
+DURABLE_FILE_HELPERS = {
+    "fsync_dir",
+    "replace_dir",
+    "remove_stale_siblings",
+    "write_atomic",
+    "member_path",
+    "entry_names",
+    "file_checksum",
+    "verify_checksum",
+    "read_json_object",
+}
+
+
+def top_level_functions(path: Path) -> set[str]:
+    """The names of the functions a file defines at module level."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+
+
+def test_durable_file_helpers_are_defined_in_files_py_only():
+    defined = {path.relative_to(ROOT).as_posix(): top_level_functions(path) for path in LIBRARY.rglob("*.py")}
+    assert defined.pop("causal2vec/files.py") >= DURABLE_FILE_HELPERS
+    elsewhere = {name: found for name, names in defined.items() if (found := names & DURABLE_FILE_HELPERS)}
+    assert not elsewhere, f"durable-file helpers belong in causal2vec/files.py; also defined in {elsewhere}"
+
+
+def test_runtime_hands_on_no_durable_file_helper():
+    """runtime.py keeps devices, dtypes, progress and optional imports: it neither defines nor re-exports them."""
+    tree = ast.parse((LIBRARY / "runtime.py").read_text(encoding="utf-8"))
+    names = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert not (names | top_level_functions(LIBRARY / "runtime.py")) & DURABLE_FILE_HELPERS

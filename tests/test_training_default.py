@@ -157,8 +157,8 @@ def test_ship_writes_small_files_that_rebuild_the_trained_model(tmp_path, monkey
     """training.ship + the default's build give back the trained run (adapter merged, float16 adapter weights)."""
     from training import ship
 
-    monkeypatch.setattr(assets, "untrained_checkpoint", lambda: tiny_checkpoint)
-    monkeypatch.setattr(ship, "untrained_checkpoint", lambda: tiny_checkpoint)
+    monkeypatch.setattr(assets, "untrained_checkpoint", lambda model_class: tiny_checkpoint)
+    monkeypatch.setattr(ship, "untrained_checkpoint", lambda model_class: tiny_checkpoint)
     shipped = tmp_path / "shipped"
     sizes = ship.ship(adapter_run, shipped, notes="tiny trained default")
     assert set(sizes) == {
@@ -186,7 +186,7 @@ def test_ship_writes_small_files_that_rebuild_the_trained_model(tmp_path, monkey
 def test_ship_records_inference_settings_and_refuses_bad_ones(tmp_path, monkeypatch, adapter_run, tiny_checkpoint):
     from training import ship
 
-    monkeypatch.setattr(ship, "untrained_checkpoint", lambda: tiny_checkpoint)
+    monkeypatch.setattr(ship, "untrained_checkpoint", lambda model_class: tiny_checkpoint)
     args = ["--run", str(adapter_run), "--notes", "n", "--set", "normalization=per_half"]
     args += ["--set", "contextual_share=0.8"]
     assert ship.main([*args, "--output", str(tmp_path / "shipped")]) == 0
@@ -211,7 +211,7 @@ def test_ship_refuses_a_run_whose_base_weights_changed(tmp_path, monkeypatch, ti
         output={"merge": True, "save_steps": 2},
     )
     assert main(["--config", str(path)]) == 0
-    monkeypatch.setattr(ship, "untrained_checkpoint", lambda: tiny_checkpoint)
+    monkeypatch.setattr(ship, "untrained_checkpoint", lambda model_class: tiny_checkpoint)
     with pytest.raises(ValueError, match=r"llm/model.safetensors.*differ from the untrained assembly"):
         ship.ship(tmp_path / "run" / "final", tmp_path / "shipped", notes="x")
     assert not (tmp_path / "shipped").exists()

@@ -15,7 +15,8 @@ import torch
 
 from causal2vec import Causal2Vec
 from causal2vec.config import CONFIG_NAME
-from causal2vec.runtime import member_path, remove_stale_siblings, replace_dir, require
+from causal2vec.files import member_path, remove_stale_siblings, replace_dir
+from causal2vec.runtime import require
 
 
 def dead_pid() -> int:

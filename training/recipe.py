@@ -41,7 +41,7 @@ from causal2vec import Causal2Vec, Causal2VecConfig
 from causal2vec.adapters import has_adapter
 from causal2vec.checkpoint import REQUIRED_FILES
 from causal2vec.config import CONFIG_NAME
-from causal2vec.runtime import member_path, write_atomic
+from causal2vec.files import member_path, read_json_object, write_atomic
 from causal2vec.st_module import Causal2VecModule
 from training.config import DataSection, LoraSection, LossSection, ModelSection, Source, TrainConfig, TrainSection
 from training.data.pairs import Pair, read_pairs
@@ -553,10 +553,10 @@ def checkpoint_problem(folder: Path) -> str | None:
     any of them short, and a kill during the rotation can leave an old checkpoint half deleted.
     """
     try:
-        step = json.loads((folder / TRAINER_STATE_NAME).read_text(encoding="utf-8"))["global_step"]
+        step = read_json_object(folder / TRAINER_STATE_NAME, "trainer state")["global_step"]
     except FileNotFoundError:
         return f"it has no {TRAINER_STATE_NAME}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError):
         return f"its {TRAINER_STATE_NAME} is unreadable"
     match = CHECKPOINT.fullmatch(folder.name)
     if match is None or step != int(match.group(1)):
@@ -572,8 +572,8 @@ def checkpoint_problem(folder: Path) -> str | None:
 def _checksummed(folder: Path) -> list[str]:
     """The model files a checkpoint's config names (only names inside the folder)."""
     try:
-        names = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")).get("checksums", {})
-    except (OSError, ValueError, AttributeError):
+        names = read_json_object(folder / CONFIG_NAME, "Causal2Vec config file").get("checksums", {})
+    except (OSError, ValueError):
         return []  # no readable config: REQUIRED_FILES names it
     return [n for n in names if isinstance(n, str) and _inside(folder, n)]
 

@@ -28,11 +28,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from causal2vec import Causal2Vec
 from causal2vec.adapters import ADAPTER_DIR, ENCODER_ADAPTER_DIR
 from causal2vec.assets import MINILM_NAME, SMOLLM2_NAME, TRAINED_CONFIG, TRAINED_DIR, untrained_checkpoint
 from causal2vec.checkpoint import PROJECTOR_NAME
 from causal2vec.config import CONFIG_NAME, Causal2VecConfig
-from causal2vec.runtime import replace_dir
+from causal2vec.files import read_json_object, replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +62,9 @@ def ship(
         ValueError: If the run's base weights differ from the untrained assembly's, the run merged its adapter, a
             setting names no config field or has a value the config refuses, or the files would exceed 20 MB.
     """
-    config = json.loads((run / CONFIG_NAME).read_text(encoding="utf-8"))
-    untrained_folder = untrained_checkpoint()
-    untrained = json.loads((untrained_folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    config = read_json_object(run / CONFIG_NAME, "Causal2Vec config file")
+    untrained_folder = untrained_checkpoint(Causal2Vec)
+    untrained = read_json_object(untrained_folder / CONFIG_NAME, "Causal2Vec config file")
     # Weights and tokenizers must match; the parts' config.json may differ in run-time flags (use_cache).
     base_files = [
         n
@@ -97,7 +98,7 @@ def ship(
                 save_file(
                     {k: v.to(torch.float16).contiguous() for k, v in weights.items()}, folder / name / ADAPTER_WEIGHTS
                 )
-                adapter = json.loads((run / name / "adapter_config.json").read_text(encoding="utf-8"))
+                adapter = read_json_object(run / name / "adapter_config.json", "adapter config file")
                 base = SMOLLM2_NAME if name == ADAPTER_DIR else MINILM_NAME
                 adapter["base_model_name_or_path"] = base  # not the training machine's cache path
                 (folder / name / "adapter_config.json").write_text(

@@ -22,9 +22,10 @@ from transformers import AutoConfig, AutoTokenizer
 
 from causal2vec.config import CONFIG_NAME, Causal2VecConfig
 from causal2vec.encoding import QueryDocumentMethods, normalize_embeddings
+from causal2vec.files import member_path, verify_checksum
 from causal2vec.identity import Precision
 from causal2vec.layout import Features, InputBuilder
-from causal2vec.runtime import member_path, require, verify_checksum
+from causal2vec.runtime import require
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from causal2vec.files import file_checksum, remove_stale_siblings, replace_dir, verify_checksum
 from causal2vec.identity import ModelIdentity
-from causal2vec.runtime import file_checksum, remove_stale_siblings, replace_dir, verify_checksum
 from causal2vec.search import vectors as faiss_vectors
 from causal2vec.search.docstore import DocumentStore
 from causal2vec.search.manifest import DOCUMENTS, MANIFEST, Manifest

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from causal2vec.runtime import check_int
 from causal2vec.search.corpus import Document
 
 logger = logging.getLogger(__name__)
@@ -92,8 +93,7 @@ class Hit:
         Raises:
             ValueError: If ``width`` is not a positive integer.
         """
-        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            raise ValueError(f"snippet width={width!r} must be a positive integer")
+        check_int("snippet width", width, minimum=1)
         flat = " ".join(self.text.split())
         return flat if len(flat) <= width else flat[: width - 1].rstrip() + "…"
 

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from causal2vec.files import write_atomic
 from causal2vec.identity import ModelIdentity
-from causal2vec.runtime import write_atomic
 
 if TYPE_CHECKING:
     from causal2vec.encoding import EmbeddingBackend

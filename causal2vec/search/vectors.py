@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from causal2vec.runtime import require
+from causal2vec.runtime import check_int, require
 
 logger = logging.getLogger(__name__)
 
@@ -197,8 +197,7 @@ def set_search_parameters(
     for name, value in requested.items():
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive integer")
+        check_int(name, value, minimum=1)
         find, kinds = finders[name]
         if find(index) is None:
             raise ValueError(f"{name} applies to {kinds} only; this index is {describe(index)}")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from causal2vec.runtime import write_atomic
+from causal2vec.files import write_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from causal2vec.runtime import replace_dir
+from causal2vec.files import replace_dir
 from training.data.pairs import Pair
 
 

@@ -9,7 +9,6 @@ CC BY-SA 4.0; attribute Wikipedia's contributors wherever the data or a model tr
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import random
 from collections import Counter
@@ -17,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from causal2vec.files import read_json_object
 from training.data.pairs import Pair
 from training.data.sampling import check_count, clip, group_negatives
 
@@ -56,11 +56,8 @@ def load_summaries(path: Path) -> list[dict[str, str]]:
     """
     if not path.is_file():
         raise FileNotFoundError(f"Wikipedia summaries file {path} does not exist (it comes with: {INSTALL})")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not a JSON file: {err}") from None
-    if not isinstance(data, dict) or not data:
+    data = read_json_object(path, "Wikipedia summaries file")
+    if not data:
         raise ValueError(f"{path} must hold a non-empty JSON object {{title: {{title, extract, ...}}}}")
     records = []
     for key in sorted(data):

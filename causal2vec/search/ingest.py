@@ -11,7 +11,7 @@ import os
 import unicodedata
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 OnDuplicate = Literal["error", "replace", "skip"]
-ON_DUPLICATE = ("error", "replace", "skip")
+ON_DUPLICATE: tuple[OnDuplicate, ...] = get_args(OnDuplicate)
 
 # Characters an id may not hold: C0 and C1 controls (newline, tab, NUL, ESC …, DEL) and the line and paragraph
 # separators; printed, they would break or forge a line of output.

@@ -350,8 +350,8 @@ def _add_gpu_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", action="store_true", help="put the FAISS index on the GPU(s); needs faiss-gpu")
 
 
-def _add_index_option(parser: argparse.ArgumentParser, help_text: str = "the index folder, e.g. news.idx") -> None:
-    parser.add_argument("--index", required=True, type=Path, help=help_text)
+def _add_index_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--index", required=True, type=Path, help="the index folder, e.g. news.idx")
 
 
 def _add_encode_parser(subparsers: Any) -> None:

@@ -51,11 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--tasks", help="task names or task folders, comma-separated (e.g. BBCNewsRetrieval,STS12)")
     tasks.add_argument("--benchmark", help="a benchmark: BBCNews, or an MTEB benchmark such as 'MTEB(eng, v2)'")
     parser.add_argument("--output", required=True, type=Path, help="results folder (e.g. runs/eval)")
-    parser.add_argument(
+    model = parser.add_argument_group("model")
+    model.add_argument(
         "--backend", choices=["torch", "onnx"], default="torch", help="run Causal2Vec with torch or onnx"
     )
     add_device_options(
-        parser.add_argument_group("model"),
+        model,
         dtype_auto="bfloat16 on CUDA and on CPUs with native bf16, else float32 (Causal2Vec models; "
         "sentence-transformers models run as they load, in float32)",
     )

@@ -5,96 +5,60 @@ parsed namespace and returns an exit code. :func:`main` is what the console scri
 
 One convention holds for every subcommand that loads a model:
 
-- ``--model``, ``--device``, ``--dtype`` and ``--max-length`` are declared once (:func:`_add_model_options`);
+- ``--model``, ``--device``, ``--dtype`` and ``--max-length`` are declared once
+  (:func:`causal2vec.cli_support.add_model_options`), and so are ``--batch-size``, ``--instruction`` and ``--quiet``
+  (:func:`causal2vec.cli_support.add_encoding_options`);
 - the device is CUDA when available, else the CPU; ``--dtype auto`` is bfloat16 on CUDA and on CPUs with native
   bfloat16, float32 elsewhere, and for an existing index the dtype that embedded its documents;
 - token budgets are passed to the library as arguments, never set on a model's config;
 - input files are read by :func:`causal2vec.search.corpus.read_corpus` (JSONL, TSV or one text per line).
 
-A bad input (:class:`UsageError`, or a library error about what the user gave: ``ValueError``, ``OSError``, a busy
-index, a missing optional package) exits with status 2 and one line on stderr; Ctrl-C exits with 130 and says what
-was left unchanged. Any other exception is a bug and keeps its traceback.
+Errors follow the policy of :mod:`causal2vec.cli_support`: a bad input exits with status 2 and one line on stderr,
+Ctrl-C with 130; both lines name the subcommand and say what was left unchanged. Any other exception is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import json
 import logging
-import sqlite3
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import numpy as np
 
 from causal2vec.backends import BackendChoiceError, backend_names, load_backend
+from causal2vec.cli_support import (
+    CommandParser,
+    Invocation,
+    UsageError,
+    add_encoding_options,
+    add_model_options,
+    add_verbose_option,
+    choices_of,
+    port_number,
+    positive_float,
+    positive_int,
+    run_main,
+)
 from causal2vec.encoding import EmbeddingBackend
 from causal2vec.files import write_atomic
 from causal2vec.identity import ModelIdentity
 from causal2vec.runtime import check_device, default_device
-from causal2vec.search import IndexBusyError, SemanticIndex
-from causal2vec.search.corpus import FORMATS, Document, count_lines, read_corpus
+from causal2vec.search import SemanticIndex
+from causal2vec.search.corpus import CorpusFormat, Document, count_lines, read_corpus
+from causal2vec.search.ingest import OnDuplicate
 from causal2vec.search.manifest import Manifest
 
-OUTPUT_FORMATS = {".npy": "npy", ".jsonl": "jsonl"}  # output suffix → format of `causal2vec encode -o`
-DTYPE_CHOICES = ["auto", "float32", "bfloat16", "float16"]
-INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it
+__all__ = ["UsageError", "build_parser", "main", "port_number", "positive_float", "positive_int"]
 
-
-class UsageError(Exception):
-    """A bad command-line input; :func:`main` reports it in one line and exits with status 2."""
-
-
-def positive_int(value: str) -> int:
-    """An argparse ``type`` for counts and sizes (``--batch-size 32``, ``-k 10``): a whole number of 1 or more.
-
-    Raises:
-        argparse.ArgumentTypeError: Naming the value; argparse adds the flag.
-    """
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer; give a whole number of 1 or more")
-    return number
-
-
-def port_number(value: str) -> int:
-    """An argparse ``type`` for ``--port``: a TCP port from 0 (any free port) to 65535.
-
-    Raises:
-        argparse.ArgumentTypeError: Naming the value and the range; argparse adds the flag.
-    """
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if not 0 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a TCP port; give a whole number from 0 to 65535")
-    return number
-
-
-def positive_float(value: str) -> float:
-    """An argparse ``type`` for durations (``--timeout 2.5``): a number above 0.
-
-    Raises:
-        argparse.ArgumentTypeError: Naming the value; argparse adds the flag.
-    """
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not number > 0:  # also false for nan
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number; give e.g. 30 or 2.5")
-    return number
-
-
+EmbeddingFormat = Literal["npy", "jsonl"]  # what `causal2vec encode -o` writes
+OUTPUT_FORMATS: dict[str, EmbeddingFormat] = {".npy": "npy", ".jsonl": "jsonl"}  # output suffix → format
 # ---------------------------------------------------------------------- the model options every command shares
 
 
@@ -361,19 +325,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _add_model_options(
     parser: argparse.ArgumentParser, *, model_default: str | None, model_help: str, dtype_auto: str, max_length: str
 ) -> None:
-    """``--model``, ``--device``, ``--dtype``, ``--max-length``: one declaration and one default policy."""
-    group = parser.add_argument_group("model")
-    group.add_argument("--model", default=model_default, help=model_help)
-    group.add_argument(
-        "--device", help="where the model runs, e.g. cpu, cuda or cuda:1 (default: cuda when available, else cpu)"
+    """The shared "model" group (``--model``, ``--device``, ``--dtype``, ``--max-length``), then ``--backend``."""
+    group = add_model_options(
+        parser, model_default=model_default, model_help=model_help, dtype_auto=dtype_auto, max_length=max_length
     )
-    group.add_argument(
-        "--dtype",
-        default="auto",
-        choices=DTYPE_CHOICES,
-        help=f"weight dtype, e.g. bfloat16; auto (the default) = {dtype_auto}",
-    )
-    group.add_argument("--max-length", type=positive_int, metavar="TOKENS", help=max_length)
     group.add_argument(
         "--backend",
         choices=backend_names(),
@@ -383,8 +338,12 @@ def _add_model_options(
     group.add_argument("--strict", action="store_true", help="fail instead of falling back to the CPU (ONNX on CUDA)")
 
 
-def _add_progress_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, e.g. when output goes to a log")
+def _add_gpu_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gpu", action="store_true", help="put the FAISS index on the GPU(s); needs faiss-gpu")
+
+
+def _add_index_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--index", required=True, type=Path, help="the index folder, e.g. news.idx")
 
 
 def _add_encode_parser(subparsers: Any) -> None:
@@ -395,42 +354,27 @@ def _add_encode_parser(subparsers: Any) -> None:
         "line, e.g. texts.txt (blank lines skipped); '-' = stdin",
     )
     enc.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        required=True,
+        "-o", "--output", type=Path, required=True,
         help="the file to write: emb.npy (a float32 array) or emb.jsonl ({id, embedding} lines)",
-    )
-    enc.add_argument(
-        "--batch-size", type=positive_int, default=32, help="texts per forward pass, e.g. 16 (default: 32)"
-    )
+    )  # fmt: skip
     role = enc.add_mutually_exclusive_group()
     role.add_argument("--query", action="store_true", help="embed as queries, with the query instruction")
     role.add_argument("--document", action="store_true", help="embed as documents, without instruction (default)")
     enc.add_argument(
-        "--instruction",
-        help="instruction to use instead of the model's query instruction, "
-        "e.g. 'Given a question, retrieve news articles about it'",
-    )
+        "--input-format", choices=choices_of(CorpusFormat), default="auto",
+        help="input format, e.g. jsonl; auto goes by the suffix: .jsonl, .tsv, else lines",
+    )  # fmt: skip
     enc.add_argument(
-        "--input-format",
-        choices=list(FORMATS),
-        default="auto",
-        help="input format, e.g. jsonl; auto (the default) goes by the suffix: .jsonl, .tsv, else lines",
-    )
-    enc.add_argument(
-        "--format",
-        choices=sorted(set(OUTPUT_FORMATS.values())),
+        "--format", choices=choices_of(EmbeddingFormat),
         help="output format, e.g. npy; must agree with the suffix of -o (default: the suffix's)",
-    )
+    )  # fmt: skip
     _add_model_options(
-        enc,
-        model_default="default",
-        model_help="checkpoint folder, hub id, or 'default', e.g. ./my-model (default: default)",
+        enc, model_default="default",
+        model_help="checkpoint folder, hub id, or 'default', e.g. ./my-model",
         dtype_auto="bfloat16 on CUDA and on bf16-capable CPUs, else float32",
         max_length="token budget of both the encoder and the LLM, e.g. 256 (default: the model's)",
-    )
-    _add_progress_option(enc)
+    )  # fmt: skip
+    add_encoding_options(enc, instruction=True)
     enc.set_defaults(handler=cmd_encode)
 
 
@@ -439,69 +383,57 @@ def _add_index_parser(subparsers: Any) -> None:
         "index", help="build a semantic index from a corpus, or append to one", description=cmd_index.__doc__
     )
     idx.add_argument(
-        "--corpus",
-        required=True,
+        "--corpus", required=True,
         help="JSONL (id, text, title, metadata), e.g. news.jsonl; TSV; or one text per line; '-' = stdin",
-    )
-    idx.add_argument("--index", required=True, type=Path, help="the index folder, e.g. news.idx")
+    )  # fmt: skip
+    _add_index_option(idx)
     idx.add_argument(
-        "--format",
-        default="auto",
-        choices=list(FORMATS),
-        help="corpus format, e.g. tsv; auto (the default) goes by the suffix: .jsonl, .tsv, else lines",
-    )
+        "--format", default="auto", choices=choices_of(CorpusFormat),
+        help="corpus format, e.g. tsv; auto goes by the suffix: .jsonl, .tsv, else lines",
+    )  # fmt: skip
     idx.add_argument(
-        "--factory",
-        default="Flat",
-        help="FAISS factory string: Flat (exact; the default), HNSW32, IVF1024,Flat, IVF4096,PQ96",
+        "--factory", default="Flat", help="FAISS factory string: Flat (exact), HNSW32, IVF1024,Flat, IVF4096,PQ96"
     )
     mode = idx.add_mutually_exclusive_group()
     mode.add_argument("--append", action="store_true", help="add to an existing index (its model by default)")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing index at --index")
     idx.add_argument(
-        "--on-duplicate",
-        default="error",
-        choices=["error", "replace", "skip"],
-        help="an id already in the index: error (the default: change nothing), replace, or skip",
-    )
+        "--on-duplicate", default="error", choices=choices_of(OnDuplicate),
+        help="an id already in the index: error (change nothing), replace, or skip",
+    )  # fmt: skip
     idx.add_argument(
-        "--batch-size", type=positive_int, default=32, help="texts per forward pass, e.g. 16 (default: 32)"
+        "--chunk-size", type=positive_int, default=2048, help="documents read and stored at a time, e.g. 512"
     )
+    _add_index_model_options(idx)
+    add_encoding_options(idx)
+    _add_gpu_option(idx)
     idx.add_argument(
-        "--chunk-size",
-        type=positive_int,
-        default=2048,
-        help="documents read and stored at a time, e.g. 512 (default: 2048)",
+        "--force", action="store_true", help="with --append: embed with another backend or precision than the index's"
     )
+    idx.set_defaults(handler=cmd_index)
+
+
+def _add_index_model_options(idx: argparse.ArgumentParser) -> None:
     _add_model_options(
-        idx,
-        model_default=None,
+        idx, model_default=None,
         model_help="checkpoint folder, hub id, or 'default', e.g. ./my-model "
         "(default: default; with --append, the index's model)",
         dtype_auto="bfloat16 on CUDA and on bf16-capable CPUs, else float32; with --append, the index's dtype",
         max_length="token budget of both the encoder and the LLM, e.g. 256, recorded in the index and used for its "
         "documents and queries (default: the model's; not with --append)",
-    )
-    idx.add_argument("--gpu", action="store_true", help="put the FAISS index on the GPU(s); needs faiss-gpu")
-    idx.add_argument(
-        "--force", action="store_true", help="with --append: embed with another backend or precision than the index's"
-    )
-    _add_progress_option(idx)
-    idx.set_defaults(handler=cmd_index)
+    )  # fmt: skip
 
 
 def _add_search_parser(subparsers: Any) -> None:
     srch = subparsers.add_parser("search", help="search an index", description=cmd_search.__doc__)
     srch.add_argument("query", nargs="*", help='one or more queries, e.g. "interest rates and inflation"')
-    srch.add_argument("--index", required=True, type=Path, help="the index folder, e.g. news.idx")
+    _add_index_option(srch)
     srch.add_argument(
         "--queries", help="a file with one query per line, e.g. queries.txt ('-' = stdin), searched in one batch"
     )
-    srch.add_argument("-k", type=positive_int, default=10, help="hits per query, e.g. 5 (default: 10)")
+    srch.add_argument("-k", type=positive_int, default=10, help="hits per query, e.g. 5")
     srch.add_argument("--json", action="store_true", help="one JSON object per query: {query, hits: [{id, score, …}]}")
-    srch.add_argument(
-        "--snippet", type=positive_int, default=160, help="characters of text shown per hit, e.g. 80 (default: 160)"
-    )
+    srch.add_argument("--snippet", type=positive_int, default=160, help="characters of text shown per hit, e.g. 80")
     srch.add_argument("--nprobe", type=positive_int, help="IVF lists to visit (IVF indexes), e.g. 32")
     srch.add_argument(
         "--k-factor", type=positive_int, help="candidates per hit re-ranked exactly (',RFlat' indexes), e.g. 16"
@@ -514,14 +446,14 @@ def _add_search_parser(subparsers: Any) -> None:
         dtype_auto="the dtype that embedded the index's documents",
         max_length="not accepted: an index embeds queries with the token budget it was built with",
     )
-    srch.add_argument("--gpu", action="store_true", help="put the FAISS index on the GPU(s); needs faiss-gpu")
+    _add_gpu_option(srch)
     srch.set_defaults(handler=cmd_search)
 
 
 def _add_delete_parser(subparsers: Any) -> None:
     dele = subparsers.add_parser("delete", help="delete documents from an index by id", description=cmd_delete.__doc__)
     dele.add_argument("ids", nargs="*", help="document ids, e.g. business/001")
-    dele.add_argument("--index", required=True, type=Path, help="the index folder, e.g. news.idx")
+    _add_index_option(dele)
     dele.add_argument("--ids-file", help="a file with one id per line, e.g. stale.txt ('-' = stdin)")
     dele.add_argument("--missing-ok", action="store_true", help="ignore ids that are not in the index")
     dele.set_defaults(handler=cmd_delete)
@@ -530,34 +462,18 @@ def _add_delete_parser(subparsers: Any) -> None:
 def _add_serve_parser(subparsers: Any) -> None:
     srv = subparsers.add_parser("serve", help="serve embeddings and search over HTTP", description=cmd_serve.__doc__)
     srv.add_argument("--index", type=Path, help="an index folder to search at POST /search, e.g. news.idx")
-    srv.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 serves other machines)"
-    )
-    srv.add_argument("--port", type=port_number, default=8000, help="TCP port, 0 to 65535 (default 8000)")
-    srv.add_argument("--max-batch-size", type=positive_int, default=32, help="texts per model batch at most (32)")
-    srv.add_argument(
-        "--max-batch-tokens", type=positive_int, default=16384, help="tokens per model batch at most (16384)"
-    )
-    srv.add_argument(
-        "--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests, in ms (5)"
-    )
-    srv.add_argument("--max-inputs", type=positive_int, default=2048, help="texts per request at most (2048)")
-    srv.add_argument("--max-chars", type=positive_int, default=32768, help="characters per text at most (32768)")
-    srv.add_argument(
-        "--timeout", type=positive_float, default=30.0, help="seconds a request may wait before a 503 (30)"
-    )
-    srv.add_argument(
-        "--max-body-bytes", type=positive_int, default=2_000_000,
-        help="request bodies over this many bytes get 413 before they are read (2000000, as TEI's payload limit)",
-    )  # fmt: skip
-    srv.add_argument(
-        "--read-timeout", type=positive_float, default=30.0,
-        help="seconds a client may take to send a request's headers and body before it is disconnected (30)",
-    )  # fmt: skip
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 serves other machines")
+    srv.add_argument("--port", type=port_number, default=8000, help="TCP port, 0 to 65535")
     srv.add_argument(
         "--api-key", help="require 'Authorization: Bearer KEY' on every route but /health (or CAUSAL2VEC_API_KEY)"
     )
-    srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    srv.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's log level, e.g. debug",
+    )
+    _add_serve_limits(srv)
     _add_model_options(
         srv,
         model_default=None,
@@ -565,14 +481,34 @@ def _add_serve_parser(subparsers: Any) -> None:
         dtype_auto="bfloat16 on CUDA and on CPUs with native bfloat16, else float32 (an index: its own dtype)",
         max_length="token budget of every text, e.g. 256 (default: the model's; an index: its own)",
     )
-    srv.add_argument("--gpu", action="store_true", help="put the FAISS index on the GPU(s); needs faiss-gpu")
+    _add_gpu_option(srv)
     srv.set_defaults(handler=cmd_serve)
+
+
+def _add_serve_limits(srv: argparse.ArgumentParser) -> None:
+    limits = srv.add_argument_group("limits")
+    limits.add_argument("--max-batch-size", type=positive_int, default=32, help="texts per model batch at most")
+    limits.add_argument("--max-batch-tokens", type=positive_int, default=16384, help="tokens per model batch at most")
+    limits.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests, in ms"
+    )
+    limits.add_argument("--max-inputs", type=positive_int, default=2048, help="texts per request at most")
+    limits.add_argument("--max-chars", type=positive_int, default=32768, help="characters per text at most")
+    limits.add_argument("--timeout", type=positive_float, default=30.0, help="seconds a request may wait before a 503")
+    limits.add_argument(
+        "--max-body-bytes", type=positive_int, default=2_000_000,
+        help="request bodies over this many bytes get 413 before they are read (as TEI's payload limit)",
+    )  # fmt: skip
+    limits.add_argument(
+        "--read-timeout", type=positive_float, default=30.0,
+        help="seconds a client may take to send a request's headers and body before it is disconnected",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``causal2vec`` command."""
-    parser = argparse.ArgumentParser(prog="causal2vec", description="Causal2Vec text embeddings.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser = CommandParser(prog="causal2vec", description="Causal2Vec text embeddings.")
+    add_verbose_option(parser)
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_encode_parser(subparsers)
     _add_index_parser(subparsers)
@@ -582,25 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ---------------------------------------------------------------------- main and error reporting
-
-# Library errors that describe the user's input rather than a bug (see _is_user_error for the finer cut).
-_USER_ERRORS = (UsageError, ValueError, OSError, IndexBusyError, ModuleNotFoundError, sqlite3.OperationalError)
-
-
-def _is_user_error(err: BaseException) -> bool:
-    """Whether ``err`` is reported in one line: a missing package only with its install hint, SQLite only if full."""
-    if isinstance(err, ModuleNotFoundError):
-        return "pip install" in str(err)
-    if isinstance(err, sqlite3.OperationalError):
-        return _disk_full(err)
-    return isinstance(err, _USER_ERRORS)
-
-
-def _disk_full(err: BaseException) -> bool:
-    if isinstance(err, sqlite3.OperationalError):
-        return getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-    return isinstance(err, OSError) and err.errno == errno.ENOSPC
+# ---------------------------------------------------------------------- main
 
 
 def _target(args: argparse.Namespace) -> Path | None:
@@ -615,38 +533,20 @@ def _left_as_it_was(target: Path | None, existed: bool) -> str:
     return f"{target} is unchanged" if existed else f"{target} was not created"
 
 
-def _describe(err: BaseException, unchanged: str) -> str:
-    """One line for a user error: disk full names the file and what was kept; an OSError names its file."""
-    if _disk_full(err):
-        where = f" while writing {err.filename}" if getattr(err, "filename", None) else ""
-        return f"no space left on the device{where}; {unchanged}. Free some space and run the command again"
-    if isinstance(err, OSError) and err.strerror and err.filename:
-        return f"{err.filename}: {err.strerror}"
-    return str(err)
+def _invocation(args: argparse.Namespace) -> Invocation:
+    """The subcommand's name and what it leaves as it was if it stops: told apart before it starts."""
+    target = _target(args)
+    existed = target is not None and target.exists()
+    return Invocation(f"causal2vec {args.command}", unchanged=_left_as_it_was(target, existed))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    return args.handler(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``causal2vec`` command; returns the exit code (2 for a bad input, 130 for Ctrl-C)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:  # argparse printed the error; --help (status 0) still exits
-        if not exit_.code:
-            raise
-        return exit_.code if isinstance(exit_.code, int) else 2
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    target = _target(args)
-    existed = target is not None and target.exists()
-    try:
-        return args.handler(args)
-    except KeyboardInterrupt:
-        print(f"causal2vec {args.command}: interrupted; {_left_as_it_was(target, existed)}", file=sys.stderr)
-        return INTERRUPTED
-    except _USER_ERRORS as err:
-        if not _is_user_error(err):
-            raise
-        message = _describe(err, _left_as_it_was(target, existed))
-        print(f"causal2vec {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    return run_main(build_parser, _dispatch, argv, invocation=_invocation)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, overload
 
@@ -125,13 +127,8 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         with quiet_transformers_bars():
             encoder_model, encoder_tokenizer = _load_component(encoder, encoder_tokenizer, torch_dtype, hub_kwargs)
             llm_model, llm_tokenizer = _load_component(llm, llm_tokenizer, torch_dtype, hub_kwargs)
-        if isinstance(encoder, str) and config.encoder_name is None:
-            config.encoder_name = encoder
-        if isinstance(llm, str) and config.llm_name is None:
-            config.llm_name = llm
-        config.sink_token = resolve_sink_token(llm_tokenizer, config.sink_token)  # record the choice
-        d_enc, d_llm = encoder_model.config.hidden_size, llm_model.get_input_embeddings().embedding_dim
-        projector = seeded_projector(d_enc, d_llm, config.projector, seed).to(torch_dtype)
+        _record_sources(config, encoder, llm, llm_tokenizer)
+        projector = _fresh_projector(encoder_model, llm_model, config.projector, seed).to(torch_dtype)
         model = cls(encoder_model, llm_model, projector, encoder_tokenizer, llm_tokenizer, config).eval()
         model.calibrate_projector()
         return model
@@ -370,51 +367,63 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         show_progress_bar: bool | None = None,
         max_length: int | None = None,
     ) -> np.ndarray | torch.Tensor:
-        """Embed texts.
+        """Embed texts: float32 embeddings ``(n, embedding_dim)``, or ``(embedding_dim,)`` for a single string.
 
-        Texts are sorted by length into batches, encoded under ``torch.inference_mode`` and returned in the
-        input order. Empty and whitespace-only strings are valid: an empty string embeds the bare layout
-        ``[BOS] [C] [EOS]`` (the same vector for every empty string); whitespace is kept as the tokenizers
-        read it. Texts longer than the token budgets are truncated, with one warning per call.
+        Texts are sorted by length into batches, encoded under ``torch.inference_mode`` and returned in the input
+        order. An empty string embeds the bare layout ``[BOS] [C] [EOS]``; whitespace is kept as the tokenizers read
+        it. Texts longer than the token budgets are truncated, with one warning per call.
 
         Args:
-            texts: One string (returns a 1-D vector) or a list of strings (returns ``(n, dim)``).
-            instruction: A task instruction placed before each text (formatted with
-                ``config.instruction_template``); ``None`` or ``""`` for none.
+            texts: One string or a list of strings.
+            instruction: A task instruction put before each text (``config.instruction_template``); ``None``: none.
             batch_size: Texts per forward pass.
             normalize: L2-normalise (see ``config.normalization``); ``None`` follows ``config.normalize``.
             convert_to_tensor: Return a float32 CPU ``torch.Tensor`` instead of a float32 numpy array.
-            device: Move the model to this device first. The move persists, as ``model.to(device)`` would: later
-                calls run there too.
-            dtype: Cast the model to ``float32``, ``bfloat16`` or ``float16`` first. The cast persists, as
-                ``model.to(dtype)`` would (casting back to float32 does not restore lost precision).
+            device: Move the model to this device first; the move persists, as with ``model.to(device)``.
+            dtype: Cast the model to ``float32``, ``bfloat16`` or ``float16`` first; the cast persists (casting back
+                to float32 does not restore lost precision).
             show_progress_bar: Show a progress bar; ``None`` shows one when logging is at INFO or below.
             max_length: Cap both token budgets at this many tokens for this call (``None``: the config's).
-
-        Returns:
-            Float32 embeddings, ``(n, embedding_dim)``, or ``(embedding_dim,)`` for a single string.
 
         Raises:
             TypeError: If ``texts`` or one of its items is not a string; the message names its index and type.
             ValueError: If ``device`` is not available here, or ``dtype`` or ``batch_size`` is not allowed.
         """
+        with self._encoding_on(device, dtype):
+            return super().encode(
+                texts, instruction=instruction, batch_size=batch_size, normalize=normalize, max_length=max_length,
+                convert_to_tensor=convert_to_tensor, show_progress_bar=show_progress_bar,
+            )  # fmt: skip
+
+    @contextmanager
+    def _encoding_on(self, device: str | torch.device | None, dtype: torch.dtype | str | None) -> Iterator[None]:
+        """Move and cast the model first (for good, as ``model.to`` would), then run in eval mode, restoring train."""
         if device is not None or dtype is not None:
             target = check_device(device) if device is not None else None
             self.to(device=target, dtype=resolve_dtype(dtype) if dtype is not None else None)
         training = self.training
         self.eval()
         try:
-            return super().encode(
-                texts,
-                instruction=instruction,
-                batch_size=batch_size,
-                normalize=normalize,
-                convert_to_tensor=convert_to_tensor,
-                show_progress_bar=show_progress_bar,
-                max_length=max_length,
-            )
+            yield
         finally:
             self.train(training)
+
+
+def _record_sources(
+    config: Causal2VecConfig, encoder: str | PreTrainedModel, llm: str | PreTrainedModel, llm_tokenizer: Any
+) -> None:
+    """Record in a fresh assembly's config the hub ids it was built from and the sink token it uses."""
+    if isinstance(encoder, str) and config.encoder_name is None:
+        config.encoder_name = encoder
+    if isinstance(llm, str) and config.llm_name is None:
+        config.llm_name = llm
+    config.sink_token = resolve_sink_token(llm_tokenizer, config.sink_token)  # record the choice
+
+
+def _fresh_projector(encoder: PreTrainedModel, llm: PreTrainedModel, kind: ProjectorKind, seed: int) -> Projector:
+    """A projector from the encoder's width to the LLM's embedding width, initialised from ``seed``."""
+    d_enc, d_llm = encoder.config.hidden_size, llm.get_input_embeddings().embedding_dim
+    return seeded_projector(d_enc, d_llm, kind, seed)
 
 
 def _resolve_checkpoint(cls: type[Causal2Vec], source: str, hub_kwargs: dict[str, Any]) -> tuple[Path, str]:

@@ -1,17 +1,18 @@
 """``python -m eval``: MTEB evaluation of one model, or a side-by-side comparison of several.
 
 :func:`main` is what ``python -m eval`` and the tests call; it returns the exit code: 0 when every task ran,
-1 when some task could not run (it is reported in the table and the log), 2 for bad input.
+1 when some task could not run (it is reported in the table and the log), 2 for bad input (the policy of
+:mod:`causal2vec.cli_support`).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from causal2vec.backends import backend_names
+from causal2vec.cli_support import CommandParser, add_device_options, add_encoding_options, add_verbose_option, run_main
 from causal2vec.runtime import require
 
 EPILOG = """\
@@ -33,11 +34,10 @@ examples:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m eval``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m eval",
         description="Evaluate embedding models with MTEB; results in mteb's format plus a Markdown summary table.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     models = parser.add_mutually_exclusive_group(required=True)
     models.add_argument(
@@ -52,21 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--tasks", help="task names or task folders, comma-separated (e.g. BBCNewsRetrieval,STS12)")
     tasks.add_argument("--benchmark", help="a benchmark: BBCNews, or an MTEB benchmark such as 'MTEB(eng, v2)'")
     parser.add_argument("--output", required=True, type=Path, help="results folder (e.g. runs/eval)")
-    parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
-    parser.add_argument(
-        "--backend", choices=["torch", "onnx"], default="torch", help="run Causal2Vec with torch (default) or onnx"
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--backend", choices=backend_names(), default="torch", help="run Causal2Vec with torch or onnx"
     )
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
-    parser.add_argument(
-        "--dtype",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        default="auto",
-        help="Causal2Vec weights dtype; auto = bfloat16 on CUDA and on CPUs with native bf16, else float32. "
-        "sentence-transformers models run as they load (float32)",
+    add_device_options(
+        model,
+        dtype_auto="bfloat16 on CUDA and on CPUs with native bf16, else float32 (Causal2Vec models; "
+        "sentence-transformers models run as they load, in float32)",
     )
+    add_encoding_options(parser, progress=False)
     parser.add_argument("--instructions", type=Path, help="a JSON file of query instructions by task name or type")
     parser.add_argument("--overwrite", action="store_true", help="rerun tasks whose results are already in --output")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO) and show progress bars")
+    add_verbose_option(parser, "log progress (INFO) and show progress bars")
     return parser
 
 
@@ -77,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
     from eval.run import evaluate_models
     from eval.tasks import resolve_benchmark, resolve_tasks
 
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size {args.batch_size} must be a positive integer")
     _check_output_folder(args.output)
     labels = _split_list(args.compare if args.compare else args.model, "--compare" if args.compare else "--model")
     if len(set(labels)) != len(labels):
@@ -124,21 +120,16 @@ def _split_list(value: str, flag: str) -> list[str]:
     return items
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``python -m eval``; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        require("mteb", "eval")
-    except ModuleNotFoundError as err:
-        print(f"python -m eval: error: {err}", file=sys.stderr)
-        return 2
+def _run_with_mteb(args: argparse.Namespace) -> int:
+    """:func:`run`, once mteb is known to be installed (else exit 2 naming its ``pip install``)."""
+    require("mteb", "eval")
     if not args.verbose:
         from datasets.utils.logging import disable_progress_bar
 
         disable_progress_bar()  # datasets' per-map bars; mteb's and causal2vec's follow --verbose
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError) as err:  # includes unknown names and folders that are no checkpoint
-        print(f"python -m eval: error: {err}", file=sys.stderr)
-        return 2
+    return run(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``python -m eval``; returns the exit code."""
+    return run_main(build_parser, _run_with_mteb, argv)

@@ -1,18 +1,18 @@
 """``python -m export``: write a self-contained ONNX export of a model and check it against torch.
 
 :func:`main` returns the exit code: 0 when the export matches torch, 1 when it does not (nothing is written), 2 for
-bad input.
+bad input (the policy of :mod:`causal2vec.cli_support`).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from causal2vec.cli_support import CommandFailed, CommandParser, add_verbose_option, run_main
 from causal2vec.config import CONFIG_NAME
+from causal2vec.runtime import require
 
 EPILOG = """\
 examples:
@@ -26,11 +26,10 @@ examples:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m export``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m export",
         description="Export a Causal2Vec model to a self-contained ONNX folder, checked against torch.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", required=True, help="'default', a checkpoint folder or a hub id (e.g. default)")
     parser.add_argument("--output", required=True, type=Path, help="the export folder to write (e.g. models/x-onnx)")
@@ -39,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="ONNX opset version, 18 to the newest the installed exporter converts to (25 with onnxscript 0.7); "
-        "default 23 (whose fused attention, rotary and RMS norm ops onnxruntime's CPU provider runs), 18 with --fp16",
+        "(default: 23, whose fused attention, rotary and RMS norm ops onnxruntime's CPU provider runs; 18 with --fp16)",
     )
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="a float16 graph for GPUs (float32 in and out)")
@@ -49,14 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--score",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="score the export and its float32 source on BBCNewsRetrieval (mteb) and report the cost; on by "
-        "default for --int8 (a few minutes for the default model on CPU)",
+        help="score the export and its float32 source on BBCNewsRetrieval (mteb) and report the cost, a few minutes "
+        "for the default model on CPU (default: with --int8)",
     )
     parser.add_argument("--keep-torch", action="store_true", help="also write the torch weights (a checkpoint too)")
     parser.add_argument(
         "--external-data", action="store_true", help="weights in model.onnx.data even under 2 GB (always above)"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
+    add_verbose_option(parser, "log progress (INFO)")
     return parser
 
 
@@ -66,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from export.folder import ExportOptions, ParityError, check_output, export_folder
     from export.onnx_export import check_opset
 
+    for module in ("onnx", "onnxscript"):  # a missing exporter is named with its pip install, before any work
+        require(module, "onnx")
     if args.opset is not None:
         check_opset(args.opset, name="--opset")
     options = ExportOptions(
@@ -84,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = export_folder(model, args.output, options, source=args.model)
     except ParityError as err:
-        print(f"python -m export: error: {err}", file=sys.stderr)
-        return 1
+        raise CommandFailed(str(err)) from err
     manifest, parity = report.manifest, report.parity
     graph = report.folder / "onnx" / "model.onnx"
     print(f"wrote {report.folder} ({manifest.precision}, opset {manifest.opset}; graph "
@@ -114,10 +114,4 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``python -m export``; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
-        print(f"python -m export: error: {err}", file=sys.stderr)
-        return 2
+    return run_main(build_parser, run, argv)

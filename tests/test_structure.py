@@ -293,3 +293,49 @@ def test_runtime_hands_on_no_durable_file_helper():
         for alias in node.names
     }
     assert not (names | top_level_functions(LIBRARY / "runtime.py")) & DURABLE_FILE_HELPERS
+
+
+# ---------------------------------------------------------------------- short functions
+
+MAX_FUNCTION_LINES = 40  # a library function, from its ``def`` to the end of the body, docstring included
+LONG_FUNCTIONS_ALLOWED: set[str] = set()  # library functions allowed past MAX_FUNCTION_LINES: none
+
+
+def function_lengths(package: Path) -> dict[str, int]:
+    """``{"causal2vec/x.py::Class.method": lines}`` for every function and method under ``package``, nested ones
+    included (``outer.inner``); a function's lines run from its ``def`` to the end of its body."""
+    lengths: dict[str, int] = {}
+
+    def visit(node: ast.AST, prefix: str, file: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                name = prefix + child.name
+                lengths[f"{file}::{name}"] = child.end_lineno - child.lineno + 1
+                visit(child, name + ".", file)
+            elif isinstance(child, ast.ClassDef):
+                visit(child, prefix + child.name + ".", file)
+            else:
+                visit(child, prefix, file)
+
+    for path in sorted(package.rglob("*.py")):
+        visit(ast.parse(path.read_text(encoding="utf-8")), "", path.relative_to(package.parent).as_posix())
+    return lengths
+
+
+def test_the_length_scanner_sees_methods_nested_functions_and_docstrings(tmp_path):
+    package = tmp_path / "causal2vec"
+    package.mkdir()
+    body = "\n".join(f"    x{i} = {i}" for i in range(3))
+    (package / "a.py").write_text(
+        f'@decorated\ndef f():\n    """Doc\n\n    more.\n    """\n{body}\n\n'
+        f"class C:\n    async def m(self):\n        def inner():\n            return 1\n        return inner\n"
+    )
+    assert function_lengths(package) == {"causal2vec/a.py::f": 8, "causal2vec/a.py::C.m": 4,
+                                         "causal2vec/a.py::C.m.inner": 2}  # fmt: skip
+
+
+def test_no_library_function_is_longer_than_40_lines():
+    lengths = function_lengths(LIBRARY)
+    long = {name: n for name, n in lengths.items() if n > MAX_FUNCTION_LINES and name not in LONG_FUNCTIONS_ALLOWED}
+    assert not long, f"split these into functions of at most {MAX_FUNCTION_LINES} lines: {long}"
+    assert set(lengths) >= LONG_FUNCTIONS_ALLOWED, f"no such function: {LONG_FUNCTIONS_ALLOWED - set(lengths)}"

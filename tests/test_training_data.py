@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -499,5 +500,5 @@ def test_cli_mix_skip_bad_counts(tmp_path, capsys):
 
 def test_cli_usage_errors_exit_2():
     with pytest.raises(SystemExit) as exit_info:
-        main(["nosuchsource", "--output", "x.jsonl"])
+        sys.exit(main(["nosuchsource", "--output", "x.jsonl"]))  # as python -m training.data exits
     assert exit_info.value.code == 2

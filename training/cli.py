@@ -11,19 +11,19 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from causal2vec.cli_support import CommandParser, add_verbose_option, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m training``."""
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
+    parser = CommandParser(prog="python -m training", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--config", type=Path, required=True, help="the run's YAML file, e.g. training/configs/default.yaml"
     )
-    parser.add_argument("--output", type=Path, help="override output.dir, e.g. runs/my-run")
+    parser.add_argument("--output", type=Path, help="override output.dir, e.g. runs/my-run (default: the config's)")
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -40,13 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="merge",
         action="store_true",
         default=None,
-        help="merge LoRA into the saved weights; on a finished run (final/ exists), fold its LoRA without training",
+        help="merge LoRA into the saved weights; on a finished run (final/ exists), fold its LoRA without training "
+        "(default: the config's output.merge)",
     )
     merge.add_argument("--no-merge", dest="merge", action="store_false", help="keep LoRA as an adapter")
     parser.add_argument(
         "--skip-bad", action="store_true", help="skip malformed JSONL lines (counted) instead of failing"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    add_verbose_option(parser)
     return parser
 
 
@@ -72,11 +73,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``python -m training``; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"python -m training: error: {err}", file=sys.stderr)
-        return 2
+    """Run ``python -m training``; returns the exit code (see :mod:`causal2vec.cli_support`)."""
+    return run_main(build_parser, run, argv)

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, get_args
 
 CorpusFormat = Literal["auto", "jsonl", "tsv", "lines"]
-FORMATS: tuple[str, ...] = ("auto", "jsonl", "tsv", "lines")
+FORMATS: tuple[CorpusFormat, ...] = get_args(CorpusFormat)
 _RESERVED = ("id", "text", "title", "metadata")
 
 

@@ -8,7 +8,7 @@ A handle that only reads notices a newer commit by another process and reloads b
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,16 @@ class SemanticIndex:
         identity = model.identity.with_budget(max_length)
         # Fail now, not at the first search, if the query instruction leaves no room in the token budget.
         model.tokenize([""], model.config.format_instruction(model.config.query_instruction), max_length=max_length)
+        fill = cls._filler(model, documents, gpu, add_kwargs)
+        state = Generations.build(Path(path).absolute(), int(model.embedding_dim), factory, identity, overwrite, fill)
+        logger.info("built %s: %d documents", state.path, state.manifest.count)
+        return cls(state, model)
+
+    @classmethod
+    def _filler(
+        cls, model: EmbeddingBackend, documents: Iterable[Any], gpu: bool, add_kwargs: dict[str, Any]
+    ) -> Callable[[Generations], Generations]:
+        """What :meth:`build` does in the new, hidden folder: add the documents (on the GPUs if asked) and save."""
 
         def fill(state: Generations) -> Generations:
             with cls(state, model) as built:
@@ -110,9 +120,7 @@ class SemanticIndex:
                 built.save()
             return state
 
-        state = Generations.build(Path(path).absolute(), int(model.embedding_dim), factory, identity, overwrite, fill)
-        logger.info("built %s: %d documents", state.path, state.manifest.count)
-        return cls(state, model)
+        return fill
 
     @classmethod
     def load(
@@ -282,24 +290,19 @@ class SemanticIndex:
         show_progress_bar: bool | None = None,
         force: bool = False,
     ) -> int:
-        """Embed and stage documents, streamed in chunks; :meth:`save` commits them.
-
-        Memory holds one chunk of texts and vectors at a time. An untrained index (IVF, PQ …) is trained on a
-        uniform random sample of the documents' vectors, which wait in a temporary file meanwhile.
+        """Embed and stage documents, streamed in chunks (see :mod:`.ingest`); :meth:`save` commits them.
 
         Args:
             documents: :class:`Document` objects, strings, or dicts with ``text`` and optionally ``id``, ``title``
                 and ``metadata``. Documents without an id get the string of their internal number.
             embeddings: Precomputed ``(n, dim)`` embeddings of ``documents`` (then a sequence); skips the model.
-            on_duplicate: What an id that is already in the index (or repeats in the input) does: ``"error"``
-                (default: raise, staging nothing), ``"replace"`` (the new document wins), ``"skip"`` (the stored
-                one stays).
+            on_duplicate: An id already in the index (or repeated in the input): ``"error"`` raises, staging
+                nothing; ``"replace"``: the new document wins; ``"skip"``: the stored one stays.
             batch_size: Texts per forward pass of the model.
             chunk_size: Documents read, embedded and stored at a time.
             total: The number of documents, for the progress bar.
             show_progress_bar: Show documents/s; ``None`` follows the log level.
-            force: Embed with the model even if its backend or precision differs from the one that embedded the
-                index's documents.
+            force: Embed even if the model's backend or precision is not the one that embedded the index's documents.
 
         Returns:
             The number of documents staged.
@@ -312,9 +315,21 @@ class SemanticIndex:
         documents, embeddings, total = ingest.check_add_arguments(documents, embeddings, on_duplicate, total)
         if embeddings is None and not force and self.manifest.count:
             check_precision(self.manifest, self.model, self.path)
+        bar = tqdm(total=total, unit="doc", desc="Indexing", disable=not show_progress(show_progress_bar))
+        return self._stage(documents, embeddings, on_duplicate, batch_size, chunk_size, bar)
+
+    def _stage(
+        self,
+        documents: Iterable[Any],
+        embeddings: np.ndarray | None,
+        on_duplicate: ingest.OnDuplicate,
+        batch_size: int,
+        chunk_size: int,
+        bar: tqdm,
+    ) -> int:
+        """Stage :meth:`add`'s checked arguments as the next generation; anything that stops it discards them."""
         self._state.begin()
         truncated: list[int] = []
-        bar = tqdm(total=total, unit="doc", desc="Indexing", disable=not show_progress(show_progress_bar))
         try:
             staged = ingest.stage_documents(
                 self._state, documents, embed=lambda texts: self._embed(texts, None, batch_size, truncated),

@@ -11,7 +11,7 @@ import os
 import unicodedata
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 OnDuplicate = Literal["error", "replace", "skip"]
-ON_DUPLICATE = ("error", "replace", "skip")
+ON_DUPLICATE: tuple[OnDuplicate, ...] = get_args(OnDuplicate)
 
 # Characters an id may not hold: C0 and C1 controls (newline, tab, NUL, ESC …, DEL) and the line and paragraph
 # separators; printed, they would break or forge a line of output.
@@ -119,18 +119,31 @@ def stage_stream(
         docs = checked_documents(chunk, offset)
         keep = resolve_duplicates(docs, store, on_duplicate, delete, generated)
         docs = [docs[i] for i in keep]
-        if embeddings is not None:
-            vectors = np.asarray(embeddings[offset : offset + len(chunk)], dtype=np.float32)[keep]
-        elif docs:
-            vectors = embed([d.embedding_text() for d in docs])
-        else:
-            vectors = np.empty((0, dim), dtype=np.float32)
-        vectors = normalised(np.asarray(vectors, dtype=np.float32), dim, offset)
-        add(vectors, insert(store, docs, pending, generated))
+        given = None if embeddings is None else embeddings[offset : offset + len(chunk)][keep]
+        add(chunk_vectors(docs, given, embed, dim, offset), insert(store, docs, pending, generated))
         staged += len(docs)
         offset += len(chunk)
         bar.update(len(chunk))
     return staged
+
+
+def chunk_vectors(docs: list[Document], given: np.ndarray | None, embed: Embed, dim: int, offset: int) -> np.ndarray:
+    """The normalised float32 vectors ``(len(docs), dim)`` of a chunk's kept documents: ``given``, else embedded.
+
+    Args:
+        docs: The chunk's documents that are staged.
+        given: Their precomputed embeddings, row for row, or ``None`` to embed them with ``embed``.
+        embed: Embeds document texts.
+        dim: The index's dimension, checked against every vector.
+        offset: The position of the chunk's first document in the input, for error messages.
+    """
+    if given is not None:
+        vectors = given
+    elif docs:
+        vectors = embed([d.embedding_text() for d in docs])
+    else:
+        vectors = np.empty((0, dim), dtype=np.float32)
+    return normalised(np.asarray(vectors, dtype=np.float32), dim, offset)
 
 
 def checked_documents(chunk: list[Any], offset: int) -> list[Document]:

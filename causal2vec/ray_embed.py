@@ -35,6 +35,7 @@ from causal2vec.identity import ModelIdentity, precision_of
 from causal2vec.runtime import auto_dtype, check_int, require, show_progress
 from causal2vec.search.commit import WriterLock
 from causal2vec.shards import (
+    SHARDS_JSON,
     CorpusPlan,
     InputFile,
     InputFormat,
@@ -157,8 +158,8 @@ def embed_to_shards(
 
 def _check_corpus_early(output: Path, plan: CorpusPlan) -> None:
     """Refuse a changed corpus before Ray starts (the model is checked once the job's identity is known)."""
-    if (output / "shards.json").is_file():
-        ShardFolder(output, ShardManifest.read(output / "shards.json")).check_corpus(plan)
+    if (output / SHARDS_JSON).is_file():
+        ShardFolder(output, ShardManifest.read(output / SHARDS_JSON)).check_corpus(plan)
 
 
 @contextmanager

@@ -39,6 +39,8 @@ EXTRAS = {
     "fastapi": "serve",
     "uvicorn": "serve",
     "prometheus_client": "serve",
+    "ray": "ray",
+    "pyarrow": "ray",
 }
 
 

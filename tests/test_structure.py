@@ -29,6 +29,8 @@ OWNERS: dict[str, str | None] = {
     "uvicorn": "causal2vec/serve/server.py",
     "prometheus_client": "causal2vec/serve/app.py",
     "openai": None,
+    "ray": "causal2vec/ray_embed.py",
+    "pyarrow": "causal2vec/shards.py",
 }
 
 

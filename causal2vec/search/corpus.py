@@ -1,7 +1,8 @@
 """Streaming corpus readers: JSONL, TSV and plain text, one document at a time.
 
 A corpus is read lazily so that a million documents are never held at once; :func:`chunked` groups the stream into
-lists for encoding. Every error names the file and the line.
+lists for encoding. Every error names the file and the line. :func:`read_corpus_part` reads a range of a file's
+lines exactly as :func:`read_corpus` reads them in the whole file (how distributed jobs split a corpus).
 """
 
 from __future__ import annotations
@@ -82,6 +83,42 @@ def read_corpus(path: str | Path, fmt: CorpusFormat = "auto") -> Iterator[Docume
         yield from reader(stream, name)
 
 
+def read_corpus_part(path: str | Path, fmt: CorpusFormat, start: int, stop: int, first_line: int) -> Iterator[Document]:
+    r"""The documents of the bytes ``[start, stop)`` of a corpus file, which begin at line ``first_line``.
+
+    ``start`` and ``stop`` must fall at the end of a line (after a ``\n``) or at the ends of the file; the part then
+    yields exactly the documents, sources (``file:line``) and errors that :func:`read_corpus` yields for those lines
+    of the whole file. A TSV part after the first line takes its columns from the file's header row.
+
+    Raises:
+        ValueError: As :func:`read_corpus` does, for an unknown format or a malformed record.
+        FileNotFoundError: If the file does not exist.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"corpus format {fmt!r} is not supported; choose one of {list(FORMATS)}")
+    name = str(path)
+    fmt = detect_format(name) if fmt == "auto" else fmt
+    if not Path(name).is_file():
+        raise FileNotFoundError(f"corpus file {name} does not exist")
+    with open(name, "rb") as raw:
+        raw.seek(start)
+        data = raw.read(stop - start)
+    stream = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape", newline="")
+    if fmt == "tsv":
+        header = _tsv_header(name) if first_line > 1 else None
+        yield from _read_tsv(stream, name, first_line, header)
+    else:
+        yield from {"jsonl": _read_jsonl, "lines": _read_lines}[fmt](stream, name, first_line)
+
+
+def _tsv_header(name: str) -> list[str] | None:
+    """The header row of a TSV file: its first line, when that names a ``text`` column."""
+    with open(name, encoding="utf-8", errors="surrogateescape", newline="") as stream:
+        first = next(_lines(stream, name), "")
+    row = next(csv.reader([first], delimiter="\t", quoting=csv.QUOTE_NONE), [])
+    return row if "text" in row else None
+
+
 def _read_stdin(reader: Callable[[TextIO, str], Iterator[Document]], name: str) -> Iterator[Document]:
     """Standard input read as the files are (UTF-8, bad bytes kept for :func:`_lines` to name)."""
     if not hasattr(sys.stdin, "buffer"):  # already text, e.g. a StringIO
@@ -126,13 +163,13 @@ def check_document(doc: Document, where: str) -> None:
         check_text(json.dumps(doc.metadata, ensure_ascii=False), where, "'metadata'")
 
 
-def _lines(stream: TextIO, name: str) -> Iterator[str]:
+def _lines(stream: TextIO, name: str, first_line: int = 1) -> Iterator[str]:
     """The lines of a stream read with ``errors="surrogateescape"``, each checked to have been UTF-8.
 
     Raises:
         ValueError: Naming the file, the line and the first byte that is not UTF-8.
     """
-    for lineno, line in enumerate(stream, start=1):
+    for lineno, line in enumerate(stream, start=first_line):
         try:
             line.encode("utf-8")
         except UnicodeEncodeError as err:
@@ -201,8 +238,8 @@ def _record_to_document(record: dict[str, Any], where: str) -> Document:
     return doc
 
 
-def _read_jsonl(stream: TextIO, name: str) -> Iterator[Document]:
-    for lineno, line in enumerate(_lines(stream, name), start=1):
+def _read_jsonl(stream: TextIO, name: str, first_line: int = 1) -> Iterator[Document]:
+    for lineno, line in enumerate(_lines(stream, name, first_line), start=first_line):
         if not line.strip():
             continue
         try:
@@ -214,10 +251,9 @@ def _read_jsonl(stream: TextIO, name: str) -> Iterator[Document]:
         yield _record_to_document(record, f"{name}:{lineno}")
 
 
-def _read_tsv(stream: TextIO, name: str) -> Iterator[Document]:
-    rows = csv.reader(_lines(stream, name), delimiter="\t", quoting=csv.QUOTE_NONE)
-    header: list[str] | None = None
-    for lineno, row in enumerate(rows, start=1):
+def _read_tsv(stream: TextIO, name: str, first_line: int = 1, header: list[str] | None = None) -> Iterator[Document]:
+    rows = csv.reader(_lines(stream, name, first_line), delimiter="\t", quoting=csv.QUOTE_NONE)
+    for lineno, row in enumerate(rows, start=first_line):
         if not row or row == [""]:
             continue
         if lineno == 1 and "text" in row:
@@ -239,8 +275,8 @@ def _read_tsv(stream: TextIO, name: str) -> Iterator[Document]:
             )
 
 
-def _read_lines(stream: TextIO, name: str) -> Iterator[Document]:
-    for lineno, line in enumerate(_lines(stream, name), start=1):
+def _read_lines(stream: TextIO, name: str, first_line: int = 1) -> Iterator[Document]:
+    for lineno, line in enumerate(_lines(stream, name, first_line), start=first_line):
         text = line.rstrip("\n").rstrip("\r")
         if text.strip():
             yield Document(text=text, source=f"{name}:{lineno}")

@@ -123,6 +123,48 @@ class SemanticIndex:
         return fill
 
     @classmethod
+    def build_from_shards(
+        cls,
+        path: str | Path,
+        shards: str | Path,
+        *,
+        factory: str = "Flat",
+        model: EmbeddingBackend | None = None,
+        overwrite: bool = False,
+        sample: int | None = None,
+        seed: int = 0,
+        on_duplicate: ingest.OnDuplicate = "error",
+        chunk_size: int = 2048,
+        gpu: bool = False,
+        show_progress_bar: bool | None = None,
+    ) -> SemanticIndex:
+        """Build an index from a shard folder written by :func:`causal2vec.ray_embed.embed_to_shards`, atomically.
+
+        No model runs: the shards hold the embeddings, and the manifest records their model identity, which
+        :meth:`search` loads (or pass ``model``, whose dimension must match). An untrained index (IVF, PQ …) is
+        trained on a uniform ``sample`` (default: 64 vectors per IVF list, at least 10,000; drawn with ``seed``)
+        across all shards; then the shards are added in corpus order, ``chunk_size`` documents at a time, the store
+        filled in the same pass. Memory holds one shard and the index. ``factory``, ``overwrite``, ``on_duplicate``,
+        ``gpu`` and ``show_progress_bar`` are as for :meth:`build` and :meth:`add`.
+
+        Raises:
+            FileNotFoundError: If the shard folder or a shard is missing.
+            ValueError: If the folder is incomplete, a shard is corrupt (naming it), a document is bad, or FAISS cannot
+                build or train ``factory``; nothing is left behind (FileExistsError, IndexBusyError: as for build).
+        """
+        from causal2vec.search import from_shards
+
+        state = from_shards.build(
+            Path(path).absolute(), shards, factory=factory, overwrite=overwrite, sample=sample, seed=seed,
+            on_duplicate=on_duplicate, chunk_size=chunk_size, gpu=gpu, show_progress_bar=show_progress_bar,
+            compact_fraction=cls.COMPACT_FRACTION,
+        )  # fmt: skip
+        built = cls(state, None)
+        if model is not None:
+            built.model = model
+        return built
+
+    @classmethod
     def load(
         cls,
         path: str | Path,

@@ -11,7 +11,7 @@ import os
 import unicodedata
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -35,6 +35,15 @@ GENERATED = "documents without an id get the string of their internal number"
 Embed = Callable[[list[str]], np.ndarray]  # document texts -> (n, dim) embeddings
 AddVectors = Callable[[np.ndarray, np.ndarray], None]  # (vectors, vids) -> None
 DeleteVids = Callable[[list[int]], None]
+
+
+class Rows(Protocol):
+    """Precomputed embeddings that :func:`stage_stream` reads in order, a chunk at a time: ``rows[a:b]``.
+
+    An array is one; so is a stream of shards that holds only the rows not yet read.
+    """
+
+    def __getitem__(self, rows: slice, /) -> np.ndarray: ...
 
 
 def check_add_arguments(
@@ -94,7 +103,7 @@ def stage_stream(
     embed: Embed,
     add: AddVectors,
     delete: DeleteVids,
-    embeddings: np.ndarray | None,
+    embeddings: np.ndarray | Rows | None,
     on_duplicate: OnDuplicate,
     chunk_size: int,
     bar: tqdm,
@@ -119,7 +128,7 @@ def stage_stream(
         docs = checked_documents(chunk, offset)
         keep = resolve_duplicates(docs, store, on_duplicate, delete, generated)
         docs = [docs[i] for i in keep]
-        given = None if embeddings is None else embeddings[offset : offset + len(chunk)][keep]
+        given = None if embeddings is None else np.asarray(embeddings[offset : offset + len(chunk)], np.float32)[keep]
         add(chunk_vectors(docs, given, embed, dim, offset), insert(store, docs, pending, generated))
         staged += len(docs)
         offset += len(chunk)

@@ -35,6 +35,7 @@ import numpy as np
 from causal2vec.backends import BackendChoiceError, backend_names, load_backend
 from causal2vec.cli_support import (
     CommandParser,
+    DTypeOption,
     Invocation,
     UsageError,
     add_encoding_options,
@@ -54,6 +55,7 @@ from causal2vec.search import SemanticIndex
 from causal2vec.search.corpus import CorpusFormat, Document, count_lines, read_corpus
 from causal2vec.search.ingest import OnDuplicate
 from causal2vec.search.manifest import Manifest
+from causal2vec.shards import InputFormat
 
 __all__ = ["UsageError", "build_parser", "main", "port_number", "positive_float", "positive_int"]
 
@@ -184,7 +186,14 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    """``causal2vec index``: embed a corpus into a new index folder, or append to one (``--append``)."""
+    """``causal2vec index``: embed a corpus into a new index folder or append to one, or index embedding shards.
+
+    ``--append`` adds to an existing index; ``--from-shards`` builds one from ``causal2vec embed``'s shards.
+    """
+    if args.from_shards is not None:
+        return _index_from_shards(args)
+    if args.sample is not None:
+        raise UsageError("--sample applies to --from-shards; an index built from a corpus trains on its first chunk")
     device = _device(args)
     documents = read_corpus(args.corpus, args.format)
     options = {
@@ -201,6 +210,42 @@ def cmd_index(args: argparse.Namespace) -> int:
         f"{'appended' if args.append else 'indexed'} {added} documents in {seconds:.1f} s "
         f"({added / seconds:.1f} docs/s); {args.index} now holds {m.count} ({m.factory}, {m.dim}-d)"
     )
+    return 0
+
+
+def _index_from_shards(args: argparse.Namespace) -> int:
+    """``causal2vec index --from-shards``: the index of a shard folder, trained on a sample across all shards."""
+    options = ("append", "model", "max_length", "force")
+    given = [f"--{name.replace('_', '-')}" for name in options if getattr(args, name)]
+    if given:
+        raise UsageError(f"{given[0]} does not apply to --from-shards: the shards hold the embeddings and their model")
+    start = time.perf_counter()
+    with SemanticIndex.build_from_shards(
+        args.index, args.from_shards, factory=args.factory, overwrite=args.overwrite, sample=args.sample,
+        on_duplicate=args.on_duplicate, chunk_size=args.chunk_size, gpu=args.gpu, show_progress_bar=not args.quiet,
+    ) as index:  # fmt: skip
+        m, seconds = index.manifest, time.perf_counter() - start
+    print(f"indexed {m.count} documents from {args.from_shards} in {seconds:.1f} s ({m.count / seconds:.1f} docs/s); "
+          f"{args.index} now holds {m.count} ({m.factory}, {m.dim}-d)")  # fmt: skip
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """``causal2vec embed``: embed a corpus into a shard folder on Ray Data, one model per actor (resumable)."""
+    from causal2vec.ray_embed import embed_to_shards
+
+    try:
+        report = embed_to_shards(
+            args.corpus, args.output, model=args.model, backend=args.backend or "auto", dtype=args.dtype,
+            fmt=args.format, ray_address=args.ray, actors=args.actors, batch_size=args.batch_size,
+            max_length=args.max_length, unit_size=args.unit_size, show_progress_bar=not args.quiet,
+        )  # fmt: skip
+    except BackendChoiceError as err:
+        raise UsageError(f"--{err}") from err
+    rate = report.embedded / report.seconds if report.seconds else 0.0
+    print(f"embedded {report.embedded} documents in {report.seconds:.1f} s ({rate:.1f} docs/s); {report.output} "
+          f"holds {report.documents} in {report.shards_written + report.shards_skipped} shards "
+          f"({report.shards_skipped} kept from an earlier run)")  # fmt: skip
     return 0
 
 
@@ -382,11 +427,15 @@ def _add_index_parser(subparsers: Any) -> None:
     idx = subparsers.add_parser(
         "index", help="build a semantic index from a corpus, or append to one", description=cmd_index.__doc__
     )
-    idx.add_argument(
-        "--corpus", required=True,
-        help="JSONL (id, text, title, metadata), e.g. news.jsonl; TSV; or one text per line; '-' = stdin",
-    )  # fmt: skip
+    source = idx.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--corpus", help="JSONL (id, text, title, metadata), e.g. news.jsonl; TSV; or one text per line; '-' = stdin"
+    )
+    source.add_argument(
+        "--from-shards", type=Path, metavar="SHARDS", help="a shard folder written by causal2vec embed (no model runs)"
+    )
     _add_index_option(idx)
+    idx.add_argument("--sample", type=positive_int, help="with --from-shards: vectors an IVF/PQ index trains on")
     idx.add_argument(
         "--format", default="auto", choices=choices_of(CorpusFormat),
         help="corpus format, e.g. tsv; auto goes by the suffix: .jsonl, .tsv, else lines",
@@ -422,6 +471,34 @@ def _add_index_model_options(idx: argparse.ArgumentParser) -> None:
         max_length="token budget of both the encoder and the LLM, e.g. 256, recorded in the index and used for its "
         "documents and queries (default: the model's; not with --append)",
     )  # fmt: skip
+
+
+def _add_embed_parser(subparsers: Any) -> None:
+    emb = subparsers.add_parser(
+        "embed", help="embed a corpus into embedding shards on Ray (then: index --from-shards)",
+        description=cmd_embed.__doc__,
+    )  # fmt: skip
+    emb.add_argument(
+        "--corpus", nargs="+", required=True,
+        help="files, folders or globs of JSONL, TSV, text lines or Parquet, e.g. 'corpus/*.jsonl'",
+    )  # fmt: skip
+    emb.add_argument("--output", type=Path, required=True, help="the shard folder, new or resumed, e.g. news.shards")
+    emb.add_argument(
+        "--format", default="auto", choices=choices_of(InputFormat), help="every file's format; auto goes by suffix"
+    )
+    emb.add_argument(
+        "--ray", metavar="ADDRESS", help="join a Ray cluster: auto, or ray://host:10001 (default: a local instance)"
+    )
+    emb.add_argument("--actors", type=positive_int, help="model replicas (default: one per GPU, else per 4 cores)")
+    emb.add_argument("--unit-size", type=positive_int, default=10_000, help="lines (Parquet rows) per shard")
+    group = emb.add_argument_group("model")
+    group.add_argument("--model", default="default", help="checkpoint folder, hub id, or 'default', e.g. ./my-model")
+    group.add_argument("--dtype", default="auto", choices=choices_of(DTypeOption),
+                       help="weight dtype of every actor; auto: bfloat16 on GPUs and bf16-capable CPUs, else float32")
+    group.add_argument("--max-length", type=positive_int, metavar="TOKENS", help="token budget per document")
+    group.add_argument("--backend", choices=backend_names(), help="torch or onnx (default: as load_backend picks)")
+    add_encoding_options(emb)
+    emb.set_defaults(handler=cmd_embed)
 
 
 def _add_search_parser(subparsers: Any) -> None:
@@ -512,6 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_encode_parser(subparsers)
     _add_index_parser(subparsers)
+    _add_embed_parser(subparsers)
     _add_search_parser(subparsers)
     _add_delete_parser(subparsers)
     _add_serve_parser(subparsers)
@@ -524,6 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _target(args: argparse.Namespace) -> Path | None:
     """What the command writes: encode's output file, or the index folder of index and delete."""
     return {"encode": getattr(args, "output", None), "index": getattr(args, "index", None),
+            "embed": getattr(args, "output", None),
             "delete": getattr(args, "index", None)}.get(args.command)  # fmt: skip
 
 

@@ -261,3 +261,31 @@ def test_an_index_from_shards_answers_like_one_built_from_the_corpus(shards, cor
     assert [h.id for h in reopened.search(queries[0], k=10, **nprobe)] == [h.id for h in expected[0]]
     for index in (built, from_shards, reopened):
         index.close()
+
+
+def test_the_command_line_embeds_indexes_shards_and_refuses_a_model_option(ray_cluster, corpus_dir, tiny_checkpoint,
+                                                                            tmp_path, capsys):  # fmt: skip
+    """``causal2vec embed`` (joining this module's Ray), then ``index --from-shards`` and ``search``, as a user runs
+    them: the hits and scores equal those of ``causal2vec index`` on the same corpus file."""
+    from causal2vec.cli import main as cli
+
+    corpus_file, shards = corpus_dir / "a.jsonl", tmp_path / "news.shards"
+    common = ["--model", str(tiny_checkpoint), "--dtype", "float32"]
+    assert cli(["embed", "--corpus", str(corpus_file), "--output", str(shards), *common, "--unit-size", "8",
+                "--actors", "1", "-q"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    documents = len(list(read_corpus(corpus_file)))
+    assert f"embedded {documents} documents in " in printed and "(0 kept from an earlier run)" in printed, printed
+    assert cli(["index", "--from-shards", str(shards), "--index", str(tmp_path / "a.idx"), "-q"]) == 0
+    assert f"indexed {documents} documents from {shards}" in capsys.readouterr().out
+    assert cli(["index", "--corpus", str(corpus_file), "--index", str(tmp_path / "b.idx"), *common, "-q",
+                "--device", "cpu"]) == 0  # fmt: skip
+    hits = {}
+    for name in ("a.idx", "b.idx"):
+        capsys.readouterr()
+        assert cli(["search", "--index", str(tmp_path / name), "football match", "-k", "5", "--json",
+                    "--device", "cpu"]) == 0  # fmt: skip
+        hits[name] = [(h["id"], round(h["score"], 5)) for h in json.loads(capsys.readouterr().out)["hits"]]
+    assert hits["a.idx"] == hits["b.idx"] and len(hits["a.idx"]) == 5
+    assert cli(["index", "--from-shards", str(shards), "--index", str(tmp_path / "c.idx"), *common]) == 2
+    assert "--model does not apply to --from-shards" in capsys.readouterr().err

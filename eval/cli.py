@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_encoding_options(parser, progress=False)
     parser.add_argument("--instructions", type=Path, help="a JSON file of query instructions by task name or type")
     parser.add_argument("--overwrite", action="store_true", help="rerun tasks whose results are already in --output")
-    add_verbose_option(parser, "log progress (INFO) and show progress bars")
+    add_verbose_option(parser, "log progress (INFO) and show progress bars (the default)", progress_by_default=True)
     return parser
 
 

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--external-data", action="store_true", help="weights in model.onnx.data even under 2 GB (always above)"
     )
-    add_verbose_option(parser, "log progress (INFO)")
+    add_verbose_option(parser, "log progress (INFO; the default)", progress_by_default=True)
     return parser
 
 

@@ -198,3 +198,16 @@ def test_run_main_runs_the_handler_and_returns_its_code():
         None,
     )
     assert run_main(build(), handler, ["--batch-size", "0"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("module", "argv"),
+    [(export_cli, ["--model", "m", "--output", "o"]), (eval_cli, ["--model", "m", "--tasks", "t", "--output", "o"])],
+)
+def test_the_long_repo_tools_show_progress_unless_quiet(module, argv):
+    """python -m export and python -m eval log their progress by default (their steps take minutes); -q silences."""
+    parser = module.build_parser()
+    assert parser.parse_args(argv).verbose is True
+    assert parser.parse_args([*argv, "-v"]).verbose is True
+    assert parser.parse_args([*argv, "-q"]).verbose is False
+    assert training_cli.build_parser().parse_args(["--config", "c.yaml"]).verbose is False  # the others: with -v

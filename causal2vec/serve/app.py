@@ -153,6 +153,7 @@ def create_app(load: Callable[[], Loaded], settings: ServeSettings = ServeSettin
     app.add_middleware(Gate, routes=app, settings=settings, metrics=metrics)
     service = _Service(batcher, settings)
     _add_status_routes(app, service, metrics)
+    _add_models_routes(app, service)
     _add_model_routes(app, service)
     return app
 
@@ -386,6 +387,14 @@ def _add_status_routes(app: FastAPI, service: _Service, metrics: Metrics) -> Non
             "max_batch_tokens": service.settings.max_batch_tokens,
         }
 
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _add_models_routes(app: FastAPI, service: _Service) -> None:
+    """``GET /v1/models`` and ``GET /v1/models/{id}``: the served model, as OpenAI clients and gateways probe it."""
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [service.model_card()]}
@@ -397,10 +406,6 @@ def _add_status_routes(app: FastAPI, service: _Service, metrics: Metrics) -> Non
             raise ApiError(404, f"model {model_id!r} is not served here; this server serves {card['id']!r}",
                            "model", kind="not_found_error")  # fmt: skip
         return card
-
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _add_model_routes(app: FastAPI, service: _Service) -> None:

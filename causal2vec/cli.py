@@ -203,9 +203,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         "total": count_lines(args.corpus),
         "show_progress_bar": not args.quiet,
     }
-    start = time.perf_counter()
-    added, m = (_append if args.append else _build)(args, device, documents, options)
-    seconds = time.perf_counter() - start
+    added, m, seconds = (_append if args.append else _build)(args, device, documents, options)
     print(
         f"{'appended' if args.append else 'indexed'} {added} documents in {seconds:.1f} s "
         f"({added / seconds:.1f} docs/s); {args.index} now holds {m.count} ({m.factory}, {m.dim}-d)"
@@ -251,24 +249,26 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def _build(
     args: argparse.Namespace, device: str, documents: Iterable[Document], options: dict[str, Any]
-) -> tuple[int, Manifest]:
-    """Build ``--index`` from the corpus; returns the documents indexed and the committed manifest."""
+) -> tuple[int, Manifest, float]:
+    """Build ``--index`` from the corpus: the documents indexed, the manifest, the seconds after the model loaded."""
     model = _load_model(args, args.model or "default", device)
+    start = time.perf_counter()
     with SemanticIndex.build(
         args.index, model, documents, factory=args.factory, overwrite=args.overwrite, gpu=args.gpu,
         max_length=args.max_length, **options,
     ) as index:  # fmt: skip
-        return index.manifest.count, index.manifest
+        return index.manifest.count, index.manifest, time.perf_counter() - start
 
 
 def _append(
     args: argparse.Namespace, device: str, documents: Iterable[Document], options: dict[str, Any]
-) -> tuple[int, Manifest]:
-    """Append the corpus to ``--index``; returns the documents added and the committed manifest."""
+) -> tuple[int, Manifest, float]:
+    """Append the corpus to ``--index``: the documents added, the manifest, the seconds after the model loaded."""
     with _open_index(args, device) as index:
+        start = time.perf_counter()
         added = index.add(documents, force=args.force, **options)
         index.save()
-        return added, index.manifest
+        return added, index.manifest, time.perf_counter() - start
 
 
 def cmd_search(args: argparse.Namespace) -> int:

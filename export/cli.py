@@ -20,7 +20,8 @@ examples:
   python -m export --model default --output models/default-onnx-fp16 --fp16      # float16 for GPUs
   python -m export --model default --output models/default-onnx-int8 --int8      # int8 for CPUs, scored on BBC
   python -m export --model models/mine --output models/mine-onnx --optimize --keep-torch
-  causal2vec search models/default-onnx-index "a query" --model models/default-onnx
+  causal2vec index --corpus news.jsonl --index news-onnx.idx --model models/default-onnx   # embedded on ONNX
+  causal2vec search --index news-onnx.idx "a query"                                      # and searched there
 """
 
 

@@ -384,12 +384,12 @@ def test_compare_writes_one_table_for_causal2vec_and_sentence_transformers(tiny_
     assert main(["--compare", models, "--tasks", "BBCNewsRetrieval", "--output", str(out)]) == 0
     header, rows = _table(out / "summary.md")
     assert header == ["Task", "Type", "Metric", str(tiny_checkpoint), "all-MiniLM-L6-v2"]
-    assert set(rows) == {"BBCNewsRetrieval", "Average (1 tasks)"}
+    assert set(rows) == {"BBCNewsRetrieval", "Average (1 task)"}
     (tiny_path,) = out.glob("results/local__tiny/*/*/*/BBCNewsRetrieval.json")
     (minilm_path,) = out.glob("results/sentence-transformers__all-MiniLM-L6-v2/*/BBCNewsRetrieval.json")
     expected = [100 * TaskResult.from_disk(p).get_score() for p in (tiny_path, minilm_path)]
     assert [float(c) for c in rows["BBCNewsRetrieval"][2:]] == pytest.approx(expected, abs=0.005)
-    assert [float(c) for c in rows["Average (1 tasks)"][2:]] == pytest.approx(expected, abs=0.005)
+    assert [float(c) for c in rows["Average (1 task)"][2:]] == pytest.approx(expected, abs=0.005)
     assert expected[1] > 80, "all-MiniLM-L6-v2 finds most BBC articles from their headlines"
 
 

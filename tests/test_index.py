@@ -542,7 +542,7 @@ def test_bad_factory_and_existing_paths(tmp_path):
 
 def test_deleting_unknown_ids_changes_nothing(tmp_path):
     index = SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(5))
-    with pytest.raises(KeyError, match="1 ids are not in the index: 'nope'"):
+    with pytest.raises(KeyError, match="1 id is not in the index: 'nope'"):
         index.delete(["d1", "nope"])
     assert len(index) == 5
     assert index.delete(["d1", "nope"], missing_ok=True) == 1

@@ -79,7 +79,7 @@ def test_append_delete_and_duplicates(tmp_path, corpus_file, tiny_checkpoint, ca
     assert "deleted 2 documents" in capsys.readouterr().out
     assert SemanticIndex.load(index).get(["x1", "n0", "n1"])[:2] == [None, None]
     assert main(["delete", "--index", str(index), "missing"]) == 2
-    assert "1 ids are not in the index: 'missing'" in capsys.readouterr().err
+    assert "1 id is not in the index: 'missing'" in capsys.readouterr().err
 
 
 def test_search_errors_exit_2(tmp_path, corpus_file, tiny_checkpoint, capsys):

@@ -399,7 +399,8 @@ class SemanticIndex:
         found = self.store.live_vids(ids)
         if missing := [i for i in dict.fromkeys(ids) if i not in found]:
             if not missing_ok:
-                raise KeyError(f"{len(missing)} ids are not in the index: {ingest.preview(missing)}")
+                are = "id is" if len(missing) == 1 else "ids are"
+                raise KeyError(f"{len(missing)} {are} not in the index: {ingest.preview(missing)}")
             logger.info("%d ids to delete were not in the index", len(missing))
         if found:
             self._state.begin()

@@ -50,6 +50,7 @@ from causal2vec.cli_support import (
 from causal2vec.encoding import EmbeddingBackend
 from causal2vec.files import write_atomic
 from causal2vec.identity import ModelIdentity
+from causal2vec.quantization import OUTPUT_PRECISIONS
 from causal2vec.runtime import check_device, default_device
 from causal2vec.search import SemanticIndex
 from causal2vec.search.corpus import CorpusFormat, Document, count_lines, read_corpus
@@ -157,7 +158,7 @@ def write_embeddings(embeddings: np.ndarray, ids: Sequence[object], output: Path
 
     def write_jsonl(f: IO[str]) -> None:
         for id_, row in zip(ids, embeddings, strict=True):
-            f.write(json.dumps({"id": id_, "embedding": [float(x) for x in row]}) + "\n")
+            f.write(json.dumps({"id": id_, "embedding": row.tolist()}) + "\n")  # ints stay ints (--precision)
 
     write_atomic(output, write_jsonl)
 
@@ -170,7 +171,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if not texts:
         raise UsageError(f"{'<stdin>' if args.input == '-' else args.input}: no texts to embed")
     model = _load_model(args, args.model, device)
-    kwargs = {"batch_size": args.batch_size, "show_progress_bar": not args.quiet, "max_length": args.max_length}
+    kwargs = {"batch_size": args.batch_size, "show_progress_bar": not args.quiet, "max_length": args.max_length,
+              "precision": args.precision}  # fmt: skip
     if args.query:
         embeddings = model.encode_query(texts, instruction=args.instruction, **kwargs)
     elif args.instruction:
@@ -178,7 +180,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     else:
         embeddings = model.encode_document(texts, **kwargs)
     write_embeddings(embeddings, ids, args.output, fmt)
-    print(f"wrote {embeddings.shape[0]} embeddings of dimension {model.embedding_dim} to {args.output}")
+    packed = f" as {args.precision}, {embeddings.shape[1]} values each" if args.precision != "float32" else ""
+    print(f"wrote {embeddings.shape[0]} embeddings of dimension {model.embedding_dim}{packed} to {args.output}")
     return 0
 
 
@@ -400,7 +403,7 @@ def _add_encode_parser(subparsers: Any) -> None:
     )
     enc.add_argument(
         "-o", "--output", type=Path, required=True,
-        help="the file to write: emb.npy (a float32 array) or emb.jsonl ({id, embedding} lines)",
+        help="the file to write: emb.npy (an array, float32 unless --precision) or emb.jsonl ({id, embedding} lines)",
     )  # fmt: skip
     role = enc.add_mutually_exclusive_group()
     role.add_argument("--query", action="store_true", help="embed as queries, with the query instruction")
@@ -412,6 +415,11 @@ def _add_encode_parser(subparsers: Any) -> None:
     enc.add_argument(
         "--format", choices=choices_of(EmbeddingFormat),
         help="output format, e.g. npy; must agree with the suffix of -o (default: the suffix's)",
+    )  # fmt: skip
+    enc.add_argument(
+        "--precision", choices=OUTPUT_PRECISIONS, default="float32",
+        help="embedding precision, e.g. binary (packed bits, dim/8 int8) or int8 (ranges from these texts); "
+        "as sentence-transformers' quantize_embeddings",
     )  # fmt: skip
     _add_model_options(
         enc, model_default="default",

@@ -236,8 +236,8 @@ def _worker_main(index: int, device: str, threads: int | None, model: Any, tasks
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        if device.startswith("cuda"):
-            torch.cuda.set_device(device)
+        if torch.device(device).type == "cuda" and torch.device(device).index is not None:
+            torch.cuda.set_device(device)  # so that kernels and caches of this worker live on its own GPU
         model = model.to(device).eval()
     except Exception as err:
         results.put(("failed", index, _picklable(err, device)))

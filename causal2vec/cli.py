@@ -73,6 +73,30 @@ def _device(args: argparse.Namespace) -> str:
         raise UsageError(f"--device: {err}") from err
 
 
+def _first_device(args: argparse.Namespace) -> str:
+    """``--devices``' first device (its dtype policy applies to all), checked; ``--device`` beside it is refused."""
+    if args.device is not None:
+        raise UsageError(f"--device {args.device} and --devices {','.join(args.devices)}: give one of them")
+    try:
+        return str(check_device(args.devices[0]))
+    except ValueError as err:
+        raise UsageError(f"--devices: {err}") from err
+
+
+def _pool_options(args: argparse.Namespace, model: EmbeddingBackend) -> dict[str, object]:
+    """``encode``'s ``device=[...]`` for ``--devices`` (the model waits on the CPU while workers embed)."""
+    if args.devices is None:
+        return {}
+    if model.identity.backend != "torch":
+        raise UsageError(f"--devices runs the torch backend; {args.model} runs on {model.identity.backend}")
+    try:
+        devices = [str(check_device(device)) for device in args.devices]
+    except ValueError as err:
+        raise UsageError(f"--devices: {err}") from err
+    model.to("cpu")  # type: ignore[attr-defined]  # a torch model
+    return {"device": devices}
+
+
 def _load_model(args: argparse.Namespace, source: str | ModelIdentity, device: str) -> EmbeddingBackend:
     """Load ``source`` (a name, or an index's recorded identity) by :func:`load_backend`'s policy and the options.
 
@@ -170,9 +194,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
     texts, ids = read_texts(args.input, args.input_format)
     if not texts:
         raise UsageError(f"{'<stdin>' if args.input == '-' else args.input}: no texts to embed")
-    model = _load_model(args, args.model, device)
+    model = _load_model(args, args.model, device if args.devices is None else _first_device(args))
     kwargs = {"batch_size": args.batch_size, "show_progress_bar": not args.quiet, "max_length": args.max_length,
-              "precision": args.precision}  # fmt: skip
+              "precision": args.precision, **_pool_options(args, model)}  # fmt: skip
     if args.query:
         embeddings = model.encode_query(texts, instruction=args.instruction, **kwargs)
     elif args.instruction:
@@ -415,6 +439,10 @@ def _add_encode_parser(subparsers: Any) -> None:
     enc.add_argument(
         "--format", choices=choices_of(EmbeddingFormat),
         help="output format, e.g. npy; must agree with the suffix of -o (default: the suffix's)",
+    )  # fmt: skip
+    enc.add_argument(
+        "--devices", type=lambda value: value.split(","), metavar="DEV,DEV,...",
+        help="embed on several devices, one worker process each (torch backend), e.g. cuda:0,cuda:1 or cpu,cpu",
     )  # fmt: skip
     enc.add_argument(
         "--precision", choices=OUTPUT_PRECISIONS, default="float32",

@@ -50,6 +50,7 @@ from causal2vec.cli_support import (
 from causal2vec.encoding import EmbeddingBackend
 from causal2vec.files import write_atomic
 from causal2vec.identity import ModelIdentity
+from causal2vec.quantization import OUTPUT_PRECISIONS
 from causal2vec.runtime import check_device, default_device
 from causal2vec.search import SemanticIndex
 from causal2vec.search.corpus import CorpusFormat, Document, count_lines, read_corpus
@@ -70,6 +71,30 @@ def _device(args: argparse.Namespace) -> str:
         return str(check_device(args.device or default_device()))
     except ValueError as err:
         raise UsageError(f"--device: {err}") from err
+
+
+def _first_device(args: argparse.Namespace) -> str:
+    """``--devices``' first device (its dtype policy applies to all), checked; ``--device`` beside it is refused."""
+    if args.device is not None:
+        raise UsageError(f"--device {args.device} and --devices {','.join(args.devices)}: give one of them")
+    try:
+        return str(check_device(args.devices[0]))
+    except ValueError as err:
+        raise UsageError(f"--devices: {err}") from err
+
+
+def _pool_options(args: argparse.Namespace, model: EmbeddingBackend) -> dict[str, object]:
+    """``encode``'s ``device=[...]`` for ``--devices`` (the model waits on the CPU while workers embed)."""
+    if args.devices is None:
+        return {}
+    if model.identity.backend != "torch":
+        raise UsageError(f"--devices runs the torch backend; {args.model} runs on {model.identity.backend}")
+    try:
+        devices = [str(check_device(device)) for device in args.devices]
+    except ValueError as err:
+        raise UsageError(f"--devices: {err}") from err
+    model.to("cpu")  # type: ignore[attr-defined]  # a torch model
+    return {"device": devices}
 
 
 def _load_model(args: argparse.Namespace, source: str | ModelIdentity, device: str) -> EmbeddingBackend:
@@ -157,7 +182,7 @@ def write_embeddings(embeddings: np.ndarray, ids: Sequence[object], output: Path
 
     def write_jsonl(f: IO[str]) -> None:
         for id_, row in zip(ids, embeddings, strict=True):
-            f.write(json.dumps({"id": id_, "embedding": [float(x) for x in row]}) + "\n")
+            f.write(json.dumps({"id": id_, "embedding": row.tolist()}) + "\n")  # ints stay ints (--precision)
 
     write_atomic(output, write_jsonl)
 
@@ -169,8 +194,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
     texts, ids = read_texts(args.input, args.input_format)
     if not texts:
         raise UsageError(f"{'<stdin>' if args.input == '-' else args.input}: no texts to embed")
-    model = _load_model(args, args.model, device)
-    kwargs = {"batch_size": args.batch_size, "show_progress_bar": not args.quiet, "max_length": args.max_length}
+    model = _load_model(args, args.model, device if args.devices is None else _first_device(args))
+    kwargs = {"batch_size": args.batch_size, "show_progress_bar": not args.quiet, "max_length": args.max_length,
+              "precision": args.precision, **_pool_options(args, model)}  # fmt: skip
     if args.query:
         embeddings = model.encode_query(texts, instruction=args.instruction, **kwargs)
     elif args.instruction:
@@ -178,7 +204,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     else:
         embeddings = model.encode_document(texts, **kwargs)
     write_embeddings(embeddings, ids, args.output, fmt)
-    print(f"wrote {embeddings.shape[0]} embeddings of dimension {model.embedding_dim} to {args.output}")
+    packed = f" as {args.precision}, {embeddings.shape[1]} values each" if args.precision != "float32" else ""
+    print(f"wrote {embeddings.shape[0]} embeddings of dimension {model.embedding_dim}{packed} to {args.output}")
     return 0
 
 
@@ -400,7 +427,7 @@ def _add_encode_parser(subparsers: Any) -> None:
     )
     enc.add_argument(
         "-o", "--output", type=Path, required=True,
-        help="the file to write: emb.npy (a float32 array) or emb.jsonl ({id, embedding} lines)",
+        help="the file to write: emb.npy (an array, float32 unless --precision) or emb.jsonl ({id, embedding} lines)",
     )  # fmt: skip
     role = enc.add_mutually_exclusive_group()
     role.add_argument("--query", action="store_true", help="embed as queries, with the query instruction")
@@ -412,6 +439,15 @@ def _add_encode_parser(subparsers: Any) -> None:
     enc.add_argument(
         "--format", choices=choices_of(EmbeddingFormat),
         help="output format, e.g. npy; must agree with the suffix of -o (default: the suffix's)",
+    )  # fmt: skip
+    enc.add_argument(
+        "--devices", type=lambda value: value.split(","), metavar="DEV,DEV,...",
+        help="embed on several devices, one worker process each (torch backend), e.g. cuda:0,cuda:1 or cpu,cpu",
+    )  # fmt: skip
+    enc.add_argument(
+        "--precision", choices=OUTPUT_PRECISIONS, default="float32",
+        help="embedding precision, e.g. binary (packed bits, dim/8 int8) or int8 (ranges from these texts); "
+        "as sentence-transformers' quantize_embeddings",
     )  # fmt: skip
     _add_model_options(
         enc, model_default="default",

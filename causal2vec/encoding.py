@@ -11,7 +11,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack, runtime_checkable
 
 import numpy as np
 import torch
@@ -19,11 +19,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from causal2vec.identity import ModelIdentity, config_fingerprint
+from causal2vec.quantization import OutputPrecision, check_precision, quantize
 from causal2vec.runtime import check_int, show_progress
 
 if TYPE_CHECKING:
     from causal2vec.config import Causal2VecConfig
     from causal2vec.layout import Features, InputBuilder
+    from causal2vec.pool import EncodePool
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,55 @@ class EmbeddingBackend(Protocol):
         ...
 
 
+class EncodeOptions(TypedDict, total=False):
+    """The keyword arguments of every backend's ``encode``, ``encode_query`` and ``encode_document``."""
+
+    instruction: str | None  # a task instruction put before each text (config.instruction_template); None: none
+    batch_size: int  # texts per forward pass (32)
+    normalize: bool | None  # L2-normalise (config.normalization); None follows config.normalize
+    convert_to_tensor: bool  # return a CPU torch.Tensor instead of a numpy array (False)
+    show_progress_bar: bool | None  # None: shown when causal2vec logs at INFO or below
+    max_length: int | None  # cap both token budgets at this many tokens for this call; None: the config's
+    precision: OutputPrecision  # float32 (default), int8, uint8, binary or ubinary (causal2vec.quantization)
+    ranges: np.ndarray | None  # int8/uint8: (2, dim) per-dimension [min; max] (quantization_ranges)
+    calibration_embeddings: np.ndarray | None  # int8/uint8 without ranges: float embeddings to take them from
+
+
+ENCODE_OPTIONS = frozenset(EncodeOptions.__annotations__)
+_QUANTIZATION_OPTIONS = ("precision", "ranges", "calibration_embeddings")
+
+
+def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split ``encode``'s options into the float pass's (for :func:`encode_texts`) and the quantisation's.
+
+    Raises:
+        TypeError: For a key that is not an option, naming it and the allowed ones.
+    """
+    unknown = sorted(set(options) - ENCODE_OPTIONS)
+    if unknown:
+        raise TypeError(f"encode() got unexpected keyword argument(s) {unknown}; options: {sorted(ENCODE_OPTIONS)}")
+    floats = {k: v for k, v in options.items() if k not in _QUANTIZATION_OPTIONS}
+    return floats, {k: v for k, v in options.items() if k in _QUANTIZATION_OPTIONS}
+
+
+def quantize_output(
+    embeddings: np.ndarray,
+    precision: OutputPrecision = "float32",
+    ranges: np.ndarray | None = None,
+    calibration_embeddings: np.ndarray | None = None,
+) -> np.ndarray:
+    """``embeddings`` (float32, ``(n, dim)`` or ``(dim,)``) in ``precision``; float32 passes through unchanged.
+
+    One string's vector is quantised as a batch of one, so binary packs it the same way and int8 needs ranges.
+    """
+    if check_precision(precision) == "float32":
+        return embeddings
+    single = embeddings.ndim == 1
+    batch = embeddings[None] if single else embeddings
+    out = quantize(batch, precision, ranges=ranges, calibration_embeddings=calibration_embeddings)
+    return out[0] if single else out
+
+
 class QueryDocumentMethods:
     """``encode``, ``encode_query``, ``encode_document``, ``similarity`` and ``identity`` for any backend.
 
@@ -90,27 +141,29 @@ class QueryDocumentMethods:
         return ModelIdentity(self.name_or_path, config_fingerprint(self.config), self.backend, self.precision)
 
     def encode(
-        self,
-        texts: Texts,
-        *,
-        instruction: str | None = None,
-        batch_size: int = 32,
-        normalize: bool | None = None,
-        convert_to_tensor: bool = False,
-        show_progress_bar: bool | None = None,
-        max_length: int | None = None,
+        self, texts: Texts, *, pool: EncodePool | None = None, **options: Unpack[EncodeOptions]
     ) -> np.ndarray | torch.Tensor:
-        """Embed texts through :func:`encode_texts`; see ``Causal2Vec.encode`` for the arguments and the result."""
-        return encode_texts(
-            self,  # type: ignore[arg-type]  # every subclass is an EmbeddingBackend
-            texts,
-            instruction=instruction,
-            batch_size=batch_size,
-            normalize=normalize,
-            convert_to_tensor=convert_to_tensor,
-            show_progress_bar=show_progress_bar,
-            max_length=max_length,
-        )
+        """Embed texts: ``(n, dim)`` embeddings, or ``(dim,)`` for a single string (see :class:`EncodeOptions`).
+
+        Texts are sorted by length into batches (:func:`encode_texts`) and returned in the input order; with
+        ``precision`` other than ``float32`` the float embeddings are then quantised (:mod:`causal2vec.quantization`),
+        after the workers' results are merged when a pool is used, so that int8 ranges span the whole call.
+
+        Args:
+            texts: One string or a list of strings.
+            pool: An :class:`~causal2vec.pool.EncodePool` whose worker processes embed the texts, each on its device.
+            **options: The keys of :class:`EncodeOptions`.
+
+        Raises:
+            TypeError: For an option that is not one of :class:`EncodeOptions`' keys, or a text that is not a string.
+            ValueError: For a value an option does not allow.
+        """
+        floats, quantized = split_options(options)
+        tensor = floats.pop("convert_to_tensor", False)
+        backend: EmbeddingBackend = self  # type: ignore[assignment]  # every subclass is one
+        embeddings = encode_texts(backend, texts, **floats) if pool is None else pool.encode_floats(texts, **floats)
+        embeddings = quantize_output(embeddings, **quantized)
+        return torch.from_numpy(embeddings) if tensor else embeddings
 
     def encode_query(self, texts: Texts, *, instruction: str | None = None, **kwargs: Any) -> np.ndarray | torch.Tensor:
         """Embed queries with an instruction: ``instruction``, else ``config.query_instruction``.
@@ -221,7 +274,7 @@ def encode_texts(
     for features in tqdm(tokenized, total=len(batches), desc="Batches", disable=disable):
         truncated += features.truncated
         chunks.append(_forward(backend, features, normalize, non_blocking=on_accelerator))
-    _report_truncation(backend, truncated, len(texts), max_length, on_truncated)
+    report_truncation(backend, truncated, len(texts), max_length, on_truncated)
     out = torch.empty((len(texts), backend.embedding_dim), dtype=torch.float32)
     if chunks:
         out[torch.from_numpy(order)] = torch.cat(chunks)
@@ -239,9 +292,10 @@ def _forward(backend: EmbeddingBackend, features: Features, normalize: bool, non
     return embeddings.cpu()
 
 
-def _report_truncation(
+def report_truncation(
     backend: EmbeddingBackend, truncated: int, total: int, max_length: int | None, on_truncated: OnTruncated | None
 ) -> None:
+    """Tell ``on_truncated`` how many of ``total`` texts were truncated; without it, log one warning if any were."""
     if on_truncated is not None:
         on_truncated(truncated, total)
     elif truncated:

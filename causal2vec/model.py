@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, Unpack, overload
 
 import numpy as np
 import torch
@@ -28,9 +28,10 @@ from transformers.models.auto.modeling_auto import (
 from causal2vec import assets
 from causal2vec.checkpoint import load_checkpoint, resolve_folder, save_checkpoint
 from causal2vec.config import Causal2VecConfig, ProjectorKind
-from causal2vec.encoding import QueryDocumentMethods, Texts, normalize_embeddings
+from causal2vec.encoding import EncodeOptions, QueryDocumentMethods, Texts, normalize_embeddings
 from causal2vec.identity import Precision, precision_of
 from causal2vec.layout import Features, InputBuilder, resolve_sink_token
+from causal2vec.pool import EncodePool
 from causal2vec.projector import CALIBRATION_TEXTS, Projector, seeded_projector
 from causal2vec.runtime import check_device, quiet_transformers_bars, resolve_dtype
 
@@ -376,16 +377,12 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
         self,
         texts: Texts,
         *,
-        instruction: str | None = None,
-        batch_size: int = 32,
-        normalize: bool | None = None,
-        convert_to_tensor: bool = False,
-        device: str | torch.device | None = None,
+        device: str | torch.device | list[str | torch.device] | None = None,
         dtype: torch.dtype | str | None = None,
-        show_progress_bar: bool | None = None,
-        max_length: int | None = None,
+        pool: EncodePool | None = None,
+        **options: Unpack[EncodeOptions],
     ) -> np.ndarray | torch.Tensor:
-        """Embed texts: float32 embeddings ``(n, embedding_dim)``, or ``(embedding_dim,)`` for a single string.
+        """Embed texts: ``(n, embedding_dim)`` float32 embeddings, or ``(embedding_dim,)`` for a single string.
 
         Texts are sorted by length into batches, encoded under ``torch.inference_mode`` and returned in the input
         order. An empty string embeds the bare layout ``[BOS] [C] [EOS]``; whitespace is kept as the tokenizers read
@@ -393,25 +390,27 @@ class Causal2Vec(nn.Module, QueryDocumentMethods):
 
         Args:
             texts: One string or a list of strings.
-            instruction: A task instruction put before each text (``config.instruction_template``); ``None``: none.
-            batch_size: Texts per forward pass.
-            normalize: L2-normalise (see ``config.normalization``); ``None`` follows ``config.normalize``.
-            convert_to_tensor: Return a float32 CPU ``torch.Tensor`` instead of a float32 numpy array.
-            device: Move the model to this device first; the move persists, as with ``model.to(device)``.
-            dtype: Cast the model to ``float32``, ``bfloat16`` or ``float16`` first; the cast persists (casting back
-                to float32 does not restore lost precision).
-            show_progress_bar: Show a progress bar; ``None`` shows one when logging is at INFO or below.
-            max_length: Cap both token budgets at this many tokens for this call (``None``: the config's).
+            device: Move the model to this device first; the move persists, as with ``model.to(device)``. A list
+                (``["cuda:0", "cuda:1"]``, ``["cpu", "cpu"]``) embeds in one worker process per device instead,
+                through an :class:`~causal2vec.pool.EncodePool` started and closed for this call.
+            dtype: Cast the model to ``float32``, ``bfloat16`` or ``float16`` first; the cast persists.
+            pool: An open :class:`~causal2vec.pool.EncodePool` to embed in (start-up paid once for many calls).
+            **options: ``instruction``, ``batch_size``, ``normalize``, ``convert_to_tensor``, ``show_progress_bar``,
+                ``max_length``, and ``precision`` (``float32``, ``int8``, ``uint8``, ``binary``, ``ubinary``) with
+                ``ranges`` / ``calibration_embeddings``: see :class:`~causal2vec.encoding.EncodeOptions`.
 
         Raises:
-            TypeError: If ``texts`` or one of its items is not a string; the message names its index and type.
-            ValueError: If ``device`` is not available here, or ``dtype`` or ``batch_size`` is not allowed.
+            TypeError: If ``texts`` or one of its items is not a string, or for an unknown option.
+            ValueError: If ``device`` is not available here, or ``dtype``, ``precision`` or ``batch_size`` is not
+                allowed, or ``device``/``dtype`` is given with a ``pool`` (its workers hold their own copies).
         """
+        if pool is not None and (device is not None or dtype is not None):
+            raise ValueError("device= and dtype= do not apply with pool=: the pool's workers hold their own copies")
+        if isinstance(device, list | tuple):
+            with self._encoding_on(None, dtype), EncodePool(self, device) as temporary:
+                return super().encode(texts, pool=temporary, **options)
         with self._encoding_on(device, dtype):
-            return super().encode(
-                texts, instruction=instruction, batch_size=batch_size, normalize=normalize, max_length=max_length,
-                convert_to_tensor=convert_to_tensor, show_progress_bar=show_progress_bar,
-            )  # fmt: skip
+            return super().encode(texts, pool=pool, **options)
 
     @contextmanager
     def _encoding_on(self, device: str | torch.device | None, dtype: torch.dtype | str | None) -> Iterator[None]:

@@ -33,6 +33,34 @@ def test_encode_lines_to_npy(tmp_path, tiny_checkpoint, tiny_model, capsys):
     assert "wrote 3 embeddings" in capsys.readouterr().out
 
 
+def test_encode_precision_writes_quantize_embeddings_of_the_floats(tmp_path, tiny_checkpoint, tiny_model, capsys):
+    from sentence_transformers import quantize_embeddings
+
+    src = tmp_path / "texts.txt"
+    src.write_text("\n".join(LINES) + "\n")
+    floats = tiny_model.encode_document(TEXTS)
+    for precision, suffix in (("binary", "npy"), ("ubinary", "jsonl"), ("int8", "npy")):
+        out = tmp_path / f"{precision}.{suffix}"
+        argv = ["encode", str(src), "-o", str(out), "--model", str(tiny_checkpoint), "--precision", precision, "-q"]
+        assert main([*argv, *F32]) == 0
+        got = np.load(out) if suffix == "npy" else np.array([json.loads(r)["embedding"] for r in out.open()])
+        np.testing.assert_array_equal(got, quantize_embeddings(floats, precision))
+        assert f"as {precision}, {got.shape[1]} values each" in capsys.readouterr().out
+
+
+def test_encode_on_two_cpu_workers_equals_one_process(tmp_path, tiny_checkpoint, tiny_model, capsys):
+    src = tmp_path / "texts.txt"
+    src.write_text("\n".join(LINES) + "\n")
+    out = tmp_path / "emb.npy"
+    argv = ["encode", str(src), "-o", str(out), "--model", str(tiny_checkpoint), "--batch-size", "1", "-q", *F32]
+    assert main([*argv, "--devices", "cpu,cpu"]) == 0
+    np.testing.assert_allclose(np.load(out), tiny_model.encode_document(TEXTS), atol=1e-6, rtol=0)
+    assert main([*argv, "--devices", "cpu,cpu", "--device", "cpu"]) == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert main([*argv, "--devices", "cpu,gpu:0"]) == 2
+    assert "--devices: device 'gpu:0'" in capsys.readouterr().err
+
+
 def test_encode_jsonl_queries_to_jsonl(tmp_path, tiny_checkpoint, tiny_model):
     src = tmp_path / "queries.jsonl"
     records = [{"id": f"q{i}", "text": t} for i, t in enumerate(LINES)]

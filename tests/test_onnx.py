@@ -419,3 +419,18 @@ def test_an_export_only_folder_runs_on_onnx_whatever_an_index_recorded(onnx_fold
     model = load_backend(ModelIdentity(str(onnx_folder), None, "torch", "bf16"), device="cpu")
     assert isinstance(model, OnnxCausal2Vec)
     assert (model.identity.backend, model.identity.precision) == ("onnx", "fp32")
+
+
+def test_onnx_encode_quantises_like_quantize_embeddings_and_refuses_a_pool(onnx_folder, corpus):
+    from sentence_transformers import quantize_embeddings
+
+    from causal2vec.pool import EncodePool
+
+    onnx_model = OnnxCausal2Vec.from_pretrained(onnx_folder)
+    texts = [text[:300] for text in corpus[:10]]
+    floats = onnx_model.encode(texts)
+    for precision in ("int8", "uint8", "binary", "ubinary"):
+        got = onnx_model.encode(texts, precision=precision, calibration_embeddings=floats)
+        np.testing.assert_array_equal(got, quantize_embeddings(floats, precision, calibration_embeddings=floats))
+    with pytest.raises(TypeError, match="EncodePool runs torch models"):
+        EncodePool(onnx_model, ["cpu", "cpu"])

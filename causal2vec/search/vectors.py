@@ -358,3 +358,83 @@ class VectorStore:
             train(rebuilt, vectors[np.sort(sample)], factory)
         add(rebuilt, vectors, ids)
         self.index, self.tombstones = rebuilt, np.empty(0, dtype=np.int64)
+
+
+# ---------------------------------------------------------------- binary indexes with rescoring
+
+DEFAULT_RESCORE_MULTIPLIER = 10  # Hamming candidates per hit kept, re-ranked against int8 or float vectors; on
+# 5k clustered stand-in vectors, 4 kept recall@10 at 0.78 of exact float search, 8 at 0.97 (tests/test_binary_index.py)
+
+
+def new_binary_index(dim: int, nlist: int | None = None) -> Any:
+    """An empty binary index over ``dim``-dimensional embeddings, one bit per dimension (Hamming distance).
+
+    ``nlist=None`` gives an exhaustive ``IndexBinaryFlat``; a count gives an ``IndexBinaryIVF`` with that many
+    lists, to train (:func:`train_binary`) before adding. Vectors get the ids of their rows, in the order added.
+
+    Raises:
+        ValueError: If ``dim`` is not a positive multiple of 8 or ``nlist`` not a positive integer.
+    """
+    faiss = faiss_module()
+    check_int("dim", dim, minimum=8)
+    if dim % 8:
+        raise ValueError(f"dim={dim} must be a multiple of 8 for a binary index (one byte holds 8 dimensions)")
+    if nlist is None:
+        return faiss.IndexBinaryFlat(dim)
+    check_int("nlist", nlist, minimum=1)
+    return faiss.index_binary_factory(dim, f"BIVF{nlist}")  # the factory's index owns its quantizer
+
+
+def binary_codes(embeddings: np.ndarray) -> np.ndarray:
+    """Float embeddings ``(n, dim)`` as the packed bits a binary index stores (``ubinary``: ``(n, dim / 8)`` uint8)."""
+    return np.ascontiguousarray(np.packbits(np.asarray(embeddings) > 0, axis=-1))
+
+
+def train_binary(index: Any, embeddings: np.ndarray) -> None:
+    """Train a binary IVF index's lists on float embeddings (a flat index needs no training)."""
+    if not index.is_trained:
+        index.train(binary_codes(embeddings))
+
+
+def search_binary(
+    index: Any,
+    queries: np.ndarray,
+    k: int,
+    *,
+    rescore: np.ndarray | None = None,
+    ranges: np.ndarray | None = None,
+    multiplier: int = DEFAULT_RESCORE_MULTIPLIER,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Search a binary index with float queries; re-rank the candidates against stored vectors when given.
+
+    The recipe sentence-transformers documents: binarise the queries, take ``k * multiplier`` candidates by
+    Hamming distance, then score them with the float queries against the corpus's ``rescore`` vectors (float32
+    ``(n, dim)``, or int8/uint8 codes with the ``ranges`` they were quantised with) and keep the best ``k``.
+
+    Returns:
+        ``(scores, ids)``, each ``(len(queries), k)``: inner products after rescoring (else ``-hamming``
+        distances); ids -1 pad where fewer than ``k`` vectors exist.
+    """
+    check_int("k", k, minimum=1)
+    candidates = k * check_int("multiplier", multiplier, minimum=1) if rescore is not None else k
+    distances, ids = index.search(binary_codes(queries), candidates)
+    if rescore is None:
+        return -distances.astype(np.float32), ids
+    vectors = _rescore_vectors(rescore[np.maximum(ids, 0)], ranges)  # (q, candidates, dim), only those gathered
+    scores = np.einsum("qd,qcd->qc", np.asarray(queries, dtype=np.float32), vectors)
+    scores[ids < 0] = -np.inf
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, best, axis=1), np.take_along_axis(ids, best, axis=1)
+
+
+def _rescore_vectors(vectors: np.ndarray, ranges: np.ndarray | None) -> np.ndarray:
+    """Float32 vectors to score candidates with: the floats, or int8/uint8 codes mapped back through ``ranges``."""
+    if vectors.dtype.kind == "f":
+        return vectors.astype(np.float32, copy=False)
+    if ranges is None:
+        raise ValueError(f"{vectors.dtype} rescore vectors need the ranges they were quantised with (ranges=)")
+    ranges = np.asarray(ranges, dtype=np.float32)
+    steps = (ranges[1] - ranges[0]) / 255
+    steps = np.where(steps == 0, 1, steps)
+    levels = vectors.astype(np.float32) + (128 if vectors.dtype == np.int8 else 0)
+    return (levels + 0.5) * steps + ranges[0]  # the middle of each step

@@ -121,7 +121,7 @@ def train_last_token(data: Path, steps: int, out: Path) -> Path:
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
     from causal2vec.config import Causal2VecConfig
-    from eval.models import load_instructions
+    from causal2vec.mteb_encoder import load_instructions
     from training.recipe import as_datasets, make_loss, read_sources, training_arguments
 
     config = training_config(data, steps, out)
@@ -217,7 +217,8 @@ def forget_if_changed(task: Path, out: Path) -> None:
 
 def evaluate(models: dict[str, str], task: Path, out: Path) -> dict[str, dict[str, float]]:
     """Main scores × 100 by row and task, through the evaluation package (mteb), cached in ``out``."""
-    from eval.models import INSTRUCTIONS_PATH, ModelSource, load_instructions, resolve_model
+    from causal2vec.mteb_encoder import INSTRUCTIONS_PATH, load_instructions
+    from eval.models import ModelSource, resolve_model
     from eval.run import evaluate_models
     from eval.tasks import resolve_tasks
 

@@ -158,6 +158,10 @@ class QueryDocumentMethods:
             TypeError: For an option that is not one of :class:`EncodeOptions`' keys, or a text that is not a string.
             ValueError: For a value an option does not allow.
         """
+        if "task_metadata" in options:  # mteb's encoder protocol: a DataLoader of batches, and the task
+            from causal2vec.mteb_encoder import encode_for_mteb
+
+            return encode_for_mteb(self, texts, **options)  # type: ignore[arg-type]  # mteb's own keywords
         floats, quantized = split_options(options)
         tensor = floats.pop("convert_to_tensor", False)
         backend: EmbeddingBackend = self  # type: ignore[assignment]  # every subclass is one
@@ -176,6 +180,27 @@ class QueryDocumentMethods:
     def encode_document(self, texts: Texts, **kwargs: Any) -> np.ndarray | torch.Tensor:
         """Embed documents, without an instruction. Takes the same keyword arguments as :meth:`encode`."""
         return self.encode(texts, instruction=None, **kwargs)
+
+    mteb_instructions: dict[str, str] | None = None  # mteb's query instructions by task; None: the shipped ones
+
+    @property
+    def mteb_model_meta(self) -> Any:
+        """Mteb's ``ModelMeta`` of this model (:func:`causal2vec.mteb_encoder.model_meta`), or the one set here."""
+        given = self.__dict__.get("_mteb_model_meta")
+        if given is not None:
+            return given
+        from causal2vec.mteb_encoder import model_meta
+
+        return model_meta(self)
+
+    @mteb_model_meta.setter
+    def mteb_model_meta(self, meta: Any) -> None:
+        self.__dict__["_mteb_model_meta"] = meta
+
+    def similarity_pairwise(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """The cosine of each row of ``a`` with the same row of ``b``: ``(n,)``."""
+        a, b = torch.as_tensor(np.asarray(a)).float(), torch.as_tensor(np.asarray(b)).float()
+        return F.cosine_similarity(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), dim=-1)
 
     @property
     def llm_vocabulary_size(self) -> int:

@@ -70,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve models and tasks, evaluate, print the summary table; returns the exit code."""
+    from causal2vec.mteb_encoder import INSTRUCTIONS_PATH, load_instructions
     from causal2vec.runtime import auto_dtype, default_device
-    from eval.models import INSTRUCTIONS_PATH, load_instructions, resolve_model
+    from eval.models import resolve_model
     from eval.run import evaluate_models
     from eval.tasks import resolve_benchmark, resolve_tasks
 

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from mteb.models.abs_encoder import AbsEncoder
-from mteb.models.model_meta import ModelMeta, ScoringFunction
+from mteb.models.model_meta import ModelMeta
 from mteb.types import PromptType
 
 import causal2vec
@@ -26,19 +25,16 @@ from causal2vec.assets import NAMED_CHECKPOINTS
 from causal2vec.backends import load_backend
 from causal2vec.backends.onnx import ONNX_DIR
 from causal2vec.config import CONFIG_NAME
-from causal2vec.files import read_json_object
 from causal2vec.identity import BackendName
-from causal2vec.search.corpus import Document
+from causal2vec.mteb_encoder import encode_for_mteb, instruction_for, model_meta
 
 if TYPE_CHECKING:
     from mteb.abstasks.task_metadata import TaskMetadata
     from torch.utils.data import DataLoader
 
-    from causal2vec import Causal2Vec
 
 logger = logging.getLogger(__name__)
 
-INSTRUCTIONS_PATH = Path(__file__).with_name("instructions.json")
 MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 ModelKind = Literal["causal2vec", "sentence-transformers"]
 
@@ -152,28 +148,15 @@ def _hash_files(paths: list[Path], extra: str) -> str:
     return digest.hexdigest()
 
 
-def load_instructions(path: Path = INSTRUCTIONS_PATH) -> dict[str, str]:
-    """The query instructions by task name and task type (keys starting with ``_`` are comments).
-
-    Raises:
-        FileNotFoundError: If there is no such file.
-        ValueError: If the file is not a JSON object of strings.
-    """
-    data = read_json_object(path, "instructions file")
-    if not all(isinstance(v, str) for v in data.values()):
-        raise ValueError(f"instructions file {path} must be a JSON object mapping task names to strings")
-    return {k: v for k, v in data.items() if not k.startswith("_")}
-
-
 class Causal2VecEncoder(AbsEncoder):
-    """mteb's encoder protocol over a :class:`~causal2vec.Causal2Vec` model.
+    """mteb's encoder protocol over a Causal2Vec model, with this evaluation's instructions.
 
-    Queries, and the texts of tasks that have no queries and documents (clustering, classification, STS), get the
-    task's instruction; documents get none. The instruction is the first found of: ``instructions[task name]``,
-    the task's own mteb prompt, ``instructions[task type]``.
+    The library's own code (:mod:`causal2vec.mteb_encoder`, which makes ``mteb.evaluate(model, tasks)`` work on a
+    model as it is) picks the instructions and embeds: the instruction is the first found of
+    ``instructions[task name]``, the task's own mteb prompt, ``instructions[task type]``; documents get none.
     """
 
-    def __init__(self, model: Causal2Vec, meta: ModelMeta, instructions: dict[str, str]) -> None:
+    def __init__(self, model: Any, meta: ModelMeta, instructions: dict[str, str]) -> None:
         """Wrap ``model``; ``meta`` is what mteb files results under."""
         self.model = model
         self.mteb_model_meta = meta
@@ -181,14 +164,7 @@ class Causal2VecEncoder(AbsEncoder):
 
     def instruction_for(self, task_metadata: TaskMetadata, prompt_type: PromptType | None) -> str | None:
         """The instruction for one side of a task (``None`` for documents)."""
-        if prompt_type == PromptType.document:
-            return None
-        if task_metadata.name in self.instructions:
-            return self.instructions[task_metadata.name]
-        prompt = task_metadata.prompt
-        if isinstance(prompt, dict):
-            prompt = prompt.get(PromptType.query.value)
-        return prompt or self.instructions.get(task_metadata.type)
+        return instruction_for(self.instructions, task_metadata, prompt_type)
 
     def encode(
         self,
@@ -201,23 +177,8 @@ class Causal2VecEncoder(AbsEncoder):
         **kwargs: Any,
     ) -> np.ndarray:
         """Embed every text the loader yields, L2-normalised, as ``(n, embedding_dim)`` float32."""
-        texts = [text for batch in inputs for text in _batch_texts(batch)]
-        instruction = self.instruction_for(task_metadata, prompt_type)
-        logger.debug("%s %s: %d texts, instruction %r", task_metadata.name, prompt_type, len(texts), instruction)
-        return self.model.encode(
-            texts,
-            instruction=instruction,
-            batch_size=kwargs.get("batch_size", 32),
-            normalize=True,
-            show_progress_bar=kwargs.get("show_progress_bar"),
-        )
-
-
-def _batch_texts(batch: dict[str, Any]) -> list[str]:
-    """The texts of one mteb batch; documents with a title are embedded as the index embeds them (title, newline)."""
-    if "body" in batch and "title" in batch:
-        return [Document(text=b, title=t).embedding_text() for b, t in zip(batch["body"], batch["title"], strict=True)]
-    return list(batch["text"])
+        return encode_for_mteb(self.model, inputs, task_metadata=task_metadata, prompt_type=prompt_type,
+                               instructions=self.instructions, **kwargs)  # fmt: skip
 
 
 def load_encoder(
@@ -246,36 +207,13 @@ def load_encoder(
             f"models/{source.location}-onnx"
         )
     model = load_backend(source.location, backend=backend, device=device, dtype=dtype if backend == "torch" else "auto")
-    n_parameters = memory_mb = None
-    if isinstance(model, torch.nn.Module):
-        n_parameters = sum(p.numel() for p in model.parameters())
-        memory_mb = round(sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20, 1)
     identity = model.identity
     logger.info("evaluating %s: %s", source.label, identity)
     # mteb files results by these (experiments/dtype_float32, experiments/backend_onnx), as earlier runs did
     settings = {"dtype": str(model.dtype).removeprefix("torch.")} if identity.backend == "torch" else {
         "backend": identity.backend
     }
-    meta = ModelMeta(
-        loader=None,
-        name=source.name,
-        revision=revision,
-        release_date=None,
-        languages=None,
-        n_parameters=n_parameters,
-        memory_usage_mb=memory_mb,
-        max_tokens=model.config.llm_max_length,
-        embed_dim=model.embedding_dim,
-        license=None,
-        open_weights=True,
-        public_training_code=None,
-        public_training_data=None,
-        framework=["PyTorch"],
-        similarity_fn_name=ScoringFunction.COSINE,
-        use_instructions=True,
-        training_datasets=None,
-        experiment_kwargs=settings,
-    )
+    meta = model_meta(model, name=source.name, revision=revision, experiment_kwargs=settings)
     return Causal2VecEncoder(model, meta, instructions)
 
 

@@ -32,7 +32,8 @@ def task_scores(
         task: A task ``python -m eval --tasks`` names.
         output: Where mteb keeps its results (a temporary folder when ``None``, so nothing stale is reused).
     """
-    from eval.models import INSTRUCTIONS_PATH, load_instructions, resolve_model
+    from causal2vec.mteb_encoder import INSTRUCTIONS_PATH, load_instructions
+    from eval.models import resolve_model
     from eval.run import evaluate_models
     from eval.tasks import resolve_tasks
 

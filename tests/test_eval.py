@@ -36,8 +36,9 @@ from sklearn.metrics import accuracy_score, v_measure_score
 
 from causal2vec import Causal2Vec
 from causal2vec.data.bbc import Article, bbc_news_split
+from causal2vec.mteb_encoder import load_instructions
 from eval.cli import main
-from eval.models import Causal2VecEncoder, ModelSource, load_encoder, load_instructions, resolve_model
+from eval.models import Causal2VecEncoder, ModelSource, load_encoder, resolve_model
 from eval.tasks import LOCAL_TASKS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -527,3 +528,31 @@ def test_queries_without_a_positive_score_are_named_in_a_warning(tmp_path, caplo
     (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
     pattern = rf"task t: 1 of 3 judged queries in .*test\.tsv have no positive score .* e\.g\. 'q-{articles[0].id}'"
     assert re.search(pattern, record.getMessage()), record.getMessage()
+
+
+def test_mteb_evaluates_the_model_object_as_python_m_eval_does(tiny_checkpoint, tiny_encoder, onnx_export):
+    """``mteb.evaluate(model, tasks)`` on a Causal2Vec model and on its ONNX export, without a wrapper, scores as the
+    wrapper ``python -m eval`` runs does; mteb's own offline ``mock_run`` finds the protocol complete."""
+    from causal2vec.backends.onnx import OnnxCausal2Vec
+
+    model = Causal2Vec.from_pretrained(tiny_checkpoint)
+    tasks = [MockRetrievalTask(), HeadlineBodySTS()]
+    options = {"cache": None, "co2_tracker": False, "show_progress_bar": False}
+    expected = {r.task_name: r.get_score() for r in mteb.evaluate(tiny_encoder, tasks, **options).task_results}
+    for candidate in (model, OnnxCausal2Vec.from_pretrained(onnx_export)):
+        meta = candidate.mteb_model_meta
+        assert meta.embed_dim == candidate.embedding_dim and meta.revision == candidate.identity.config_sha256[:12]
+        got = {r.task_name: r.get_score() for r in mteb.evaluate(candidate, tasks, **options).task_results}
+        assert got == pytest.approx(expected, abs=1e-5)
+    checked = mteb.mock_run(model)
+    assert checked.all_passed, {name: status for name, status in checked.items() if status is not None}
+    assert Causal2Vec.from_pretrained(tiny_checkpoint).mteb_model_meta.framework == ["PyTorch"]
+
+
+@pytest.fixture(scope="module")
+def onnx_export(tiny_checkpoint, tmp_path_factory):
+    from export.folder import ExportOptions, export_folder
+
+    folder = tmp_path_factory.mktemp("mteb") / "tiny-onnx"
+    export_folder(Causal2Vec.from_pretrained(tiny_checkpoint), folder, ExportOptions())
+    return folder

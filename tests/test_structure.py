@@ -22,7 +22,7 @@ OWNERS: dict[str, str | None] = {
     "onnx": None,
     "onnxscript": None,
     "peft": "causal2vec/adapters.py",
-    "mteb": None,
+    "mteb": "causal2vec/mteb_encoder.py",
     "datasets": None,
     "sentence_transformers": "causal2vec/st_module.py",
     "fastapi": "causal2vec/serve/app.py",

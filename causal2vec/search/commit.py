@@ -5,6 +5,7 @@ An index is a folder::
     manifest.json        the commit point (see causal2vec.search.manifest)
     documents.sqlite     id, title, text and metadata of every document (see causal2vec.search.docstore)
     vectors.<g>.faiss    the FAISS index of generation g, ids = the store's row numbers
+    vectors.<g>.ivfdata  an on-disk index's inverted lists (see causal2vec.search.ondisk; such an index is read only)
 
 and, beside it while a writer works, ``.<name>.lock``: the lock every writer of the folder holds (first build,
 overwrite, append, delete, compact). It lives next to the folder rather than in it, so that an overwrite, which

@@ -191,3 +191,13 @@ def test_the_command_line_builds_an_on_disk_index(shards, built, tmp_path, capsy
     assert main(["verify", "--index", str(path)]) == 0
     assert "verified vectors.1.faiss, vectors.1.ivfdata" in capsys.readouterr().out
     assert main(["index", "--corpus", str(shards / "shards.json"), "--index", str(tmp_path / "y"), "--on-disk"]) == 2
+
+
+def test_a_transformed_pq_index_on_disk_answers_like_in_memory(shards, tmp_path):
+    factory, queries = "OPQ8,IVF16,PQ8", clustered(20, DIM, seed=9)
+    for name in ("memory", "disk"):
+        SemanticIndex.build_from_shards(
+            tmp_path / name, shards, factory=factory, sample=SAMPLE, on_disk=name == "disk", show_progress_bar=False
+        ).close()
+    assert Manifest.read(tmp_path / "disk").storage == "on_disk"
+    assert hits(tmp_path / "memory", queries, 4) == hits(tmp_path / "disk", queries, 4)

@@ -193,8 +193,8 @@ def test_the_command_line_builds_an_on_disk_index(shards, built, tmp_path, capsy
     assert main(["index", "--corpus", str(shards / "shards.json"), "--index", str(tmp_path / "y"), "--on-disk"]) == 2
 
 
-def test_a_transformed_pq_index_on_disk_answers_like_in_memory(shards, tmp_path):
-    factory, queries = "OPQ8,IVF16,PQ8", clustered(20, DIM, seed=9)
+def test_a_pca_transformed_pq_index_on_disk_answers_like_in_memory(shards, tmp_path):
+    factory, queries = "PCAR32,IVF16,PQ8", clustered(20, DIM, seed=9)
     for name in ("memory", "disk"):
         SemanticIndex.build_from_shards(
             tmp_path / name, shards, factory=factory, sample=SAMPLE, on_disk=name == "disk", show_progress_bar=False

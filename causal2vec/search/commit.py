@@ -5,6 +5,7 @@ An index is a folder::
     manifest.json        the commit point (see causal2vec.search.manifest)
     documents.sqlite     id, title, text and metadata of every document (see causal2vec.search.docstore)
     vectors.<g>.faiss    the FAISS index of generation g, ids = the store's row numbers
+    vectors.<g>.ivfdata  an on-disk index's inverted lists (see causal2vec.search.ondisk; such an index is read only)
 
 and, beside it while a writer works, ``.<name>.lock``: the lock every writer of the folder holds (first build,
 overwrite, append, delete, compact). It lives next to the folder rather than in it, so that an overwrite, which
@@ -21,12 +22,14 @@ import dataclasses
 import fcntl
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from causal2vec.files import file_checksum, remove_stale_siblings, replace_dir, verify_checksum
 from causal2vec.identity import ModelIdentity
+from causal2vec.search import ondisk
 from causal2vec.search import vectors as faiss_vectors
 from causal2vec.search.docstore import DocumentStore
 from causal2vec.search.manifest import DOCUMENTS, MANIFEST, Manifest
@@ -64,6 +67,7 @@ def write_vectors(index: Any, folder: Path, manifest: Manifest) -> None:
 def read_committed(folder: Path, attempts: int = 3) -> tuple[Manifest, Any]:
     """The manifest and its vector file, checksum verified.
 
+    An on-disk index's ``.ivfdata`` file is checked by size and sampled blocks (see :mod:`causal2vec.search.ondisk`).
     Re-reads when a writer commits (and removes the old vector file) between the two reads.
 
     Raises:
@@ -75,7 +79,8 @@ def read_committed(folder: Path, attempts: int = 3) -> tuple[Manifest, Any]:
         path = folder / manifest.vectors_file
         try:
             verify_checksum(path, manifest.vectors_checksum, "the index's vector file")
-            return manifest, faiss_vectors.read(path)
+            ivfdata = ondisk.check_ivfdata(folder, manifest) if manifest.storage == ondisk.ON_DISK else None
+            return manifest, faiss_vectors.read(path, ivfdata=ivfdata)
         except (FileNotFoundError, ValueError):
             if attempt == attempts - 1 or Manifest.read(folder).generation == manifest.generation:
                 raise
@@ -222,9 +227,11 @@ class Generations:
 
         Raises:
             IndexBusyError: If another process holds the lock, or changed the folder after this handle read it.
+            ValueError: If the index is stored on disk (read only; see :mod:`causal2vec.search.ondisk`).
         """
         if self.staging:
             return
+        ondisk.refuse_change(self.path, self.manifest)
         if self.lock is None:
             self.lock = WriterLock.acquire(self.path)
         on_disk = Manifest.read(self.path)
@@ -270,6 +277,8 @@ class Generations:
             with replace_dir(path) as tmp:
                 self.store.backup_to(tmp / DOCUMENTS)
                 copy = dataclasses.replace(self.manifest)
+                if copy.ivfdata_file is not None:  # an on-disk index: its lists are a file of their own
+                    shutil.copyfile(self.path / copy.ivfdata_file, tmp / copy.ivfdata_file)
                 write_vectors(self.vectors.index, tmp, copy)
                 copy.write(tmp)
         logger.info("saved a copy of %s to %s", self.path, path)

@@ -6,6 +6,9 @@ document store filled in the same pass, through the same ingestion (:func:`~caus
 stage_stream`: ids checked, duplicates resolved, vectors normalised) and committed by the same protocol (writer
 lock, folder built aside, checksummed vector file) as :meth:`SemanticIndex.build`. The manifest records the shards'
 model identity, so searching the index loads that model.
+
+With ``on_disk=True`` the vectors go into per-shard IVF indexes sharing the trained quantizer, merged into one
+memory-mapped ``.ivfdata`` file at the end (see :mod:`causal2vec.search.ondisk`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from causal2vec.runtime import check_int, show_progress
-from causal2vec.search import ingest
+from causal2vec.search import ingest, ondisk
 from causal2vec.search import vectors as faiss_vectors
 from causal2vec.search.commit import Generations
 from causal2vec.search.corpus import Document
@@ -65,12 +68,12 @@ class ShardStream:
 def build(
     path: Path, shards: str | Path, *, factory: str, overwrite: bool, sample: int | None, seed: int,
     on_duplicate: ingest.OnDuplicate, chunk_size: int, gpu: bool, show_progress_bar: bool | None,
-    compact_fraction: float,
+    compact_fraction: float, on_disk: bool = False,
 ) -> Generations:  # fmt: skip
     """Build the index folder ``path`` from a complete shard folder (see :meth:`SemanticIndex.build_from_shards`).
 
     Returns:
-        The committed state at ``path``.
+        The committed state at ``path`` (an on-disk index: opened again from disk, its lists memory-mapped).
     """
     folder = ShardFolder.open(shards)
     folder.check_complete()
@@ -78,45 +81,84 @@ def build(
         check_int("sample", sample, minimum=1)
     if on_duplicate not in ingest.ON_DUPLICATE:
         raise ValueError(f"on_duplicate={on_duplicate!r} is not supported; choose one of {list(ingest.ON_DUPLICATE)}")
-
+    if on_disk:
+        _check_on_disk_options(on_duplicate, gpu)
     fill = functools.partial(
         _fill, folder=folder, factory=factory, sample=sample, seed=seed, on_duplicate=on_duplicate,
         chunk_size=chunk_size, gpu=gpu, show_progress_bar=show_progress_bar, compact_fraction=compact_fraction,
+        on_disk=on_disk,
     )  # fmt: skip
     state = Generations.build(path, folder.dim, factory, folder.identity, overwrite, fill)
     logger.info(
         "built %s from %d shards of %s: %d documents", path, len(folder.shards), folder.path, state.manifest.count
     )
+    if on_disk:  # reopen read only: the lists that the build wrote through are memory-mapped again
+        state.store.close()
+        state = Generations.open(path)
     return state
+
+
+def _check_on_disk_options(on_duplicate: str, gpu: bool) -> None:
+    """Refuse what an on-disk build cannot do: replace a document of an earlier part, fill the parts on GPUs.
+
+    Raises:
+        ValueError: Naming the option and what to use instead.
+    """
+    if on_duplicate == "replace":
+        raise ValueError(
+            "on_duplicate='replace' (--on-duplicate replace) is not supported with on_disk=True (--on-disk): a "
+            "replaced document may sit in a part already written; use 'error' or 'skip' (the first copy stays)"
+        )
+    if gpu:
+        raise ValueError("gpu=True (--gpu) is not supported with on_disk=True (--on-disk); build on the CPU")
 
 
 def _fill(
     state: Generations, *, folder: ShardFolder, factory: str, sample: int | None, seed: int,
     on_duplicate: ingest.OnDuplicate, chunk_size: int, gpu: bool, show_progress_bar: bool | None,
-    compact_fraction: float,
+    compact_fraction: float, on_disk: bool,
 ) -> Generations:  # fmt: skip
     """Train the new index if it needs it, stage every shard in corpus order, and commit."""
     state.begin()
+    parts = None
     try:
         if gpu:
             state.vectors.index = faiss_vectors.to_gpu(state.vectors.index)
+        if on_disk:
+            faiss_vectors.check_on_disk_factory(state.vectors.index, factory)
         if not state.vectors.index.is_trained:
             train(state, folder, factory, sample, seed)
-        stream = ShardStream(folder)
-        with tqdm(total=folder.count, unit="doc", desc="Indexing shards",
-                  disable=not show_progress(show_progress_bar)) as bar:  # fmt: skip
-            ingest.stage_stream(
-                stream.documents(), store=state.store, pending=state.view, dim=folder.dim, embed=_no_model,
-                add=state.vectors.add, delete=lambda vids: ingest.delete_vids(state, vids), embeddings=stream,
-                on_duplicate=on_duplicate, chunk_size=chunk_size, bar=bar,
-            )  # fmt: skip
+        if on_disk:
+            parts = ondisk.IvfParts(state.path, state.vectors.index, max((r.count for r in folder.shards), default=1))
+        _stage_shards(state, folder, on_duplicate, chunk_size, show_progress_bar, add=parts)
+        if parts is not None:
+            ivfdata = state.path / f"vectors.{state.manifest.generation + 1}.ivfdata"
+            state.vectors.index = parts.merge(ivfdata)
+            ondisk.record_ivfdata(state.manifest, ivfdata)
         state.commit(compact_fraction)
     except BaseException:
+        if parts is not None:
+            parts.close()
         state.discard()
         raise
     finally:
         state.store.close()
     return state
+
+
+def _stage_shards(
+    state: Generations, folder: ShardFolder, on_duplicate: ingest.OnDuplicate, chunk_size: int,
+    show_progress_bar: bool | None, add: ondisk.IvfParts | None,
+) -> None:  # fmt: skip
+    """Stage every shard's documents and vectors in corpus order: vectors into the index, or into on-disk parts."""
+    stream = ShardStream(folder)
+    with tqdm(total=folder.count, unit="doc", desc="Indexing shards",
+              disable=not show_progress(show_progress_bar)) as bar:  # fmt: skip
+        ingest.stage_stream(
+            stream.documents(), store=state.store, pending=state.view, dim=folder.dim, embed=_no_model,
+            add=state.vectors.add if add is None else add.add, delete=lambda vids: ingest.delete_vids(state, vids),
+            embeddings=stream, on_duplicate=on_duplicate, chunk_size=chunk_size, bar=bar,
+        )  # fmt: skip
 
 
 def train(state: Generations, folder: ShardFolder, factory: str, sample: int | None, seed: int) -> None:

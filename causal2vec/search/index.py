@@ -17,8 +17,9 @@ from tqdm.auto import tqdm
 
 from causal2vec.backends import load_backend
 from causal2vec.encoding import EmbeddingBackend, encode_texts
+from causal2vec.files import verify_checksum
 from causal2vec.runtime import show_progress
-from causal2vec.search import ingest
+from causal2vec.search import ingest, ondisk
 from causal2vec.search import vectors as faiss_vectors
 from causal2vec.search.commit import Generations
 from causal2vec.search.corpus import Document
@@ -124,20 +125,10 @@ class SemanticIndex:
 
     @classmethod
     def build_from_shards(
-        cls,
-        path: str | Path,
-        shards: str | Path,
-        *,
-        factory: str = "Flat",
-        model: EmbeddingBackend | None = None,
-        overwrite: bool = False,
-        sample: int | None = None,
-        seed: int = 0,
-        on_duplicate: ingest.OnDuplicate = "error",
-        chunk_size: int = 2048,
-        gpu: bool = False,
-        show_progress_bar: bool | None = None,
-    ) -> SemanticIndex:
+        cls, path: str | Path, shards: str | Path, *, factory: str = "Flat", model: EmbeddingBackend | None = None,
+        overwrite: bool = False, sample: int | None = None, seed: int = 0, on_duplicate: ingest.OnDuplicate = "error",
+        chunk_size: int = 2048, gpu: bool = False, show_progress_bar: bool | None = None, on_disk: bool = False,
+    ) -> SemanticIndex:  # fmt: skip
         """Build an index from a shard folder written by :func:`causal2vec.ray_embed.embed_to_shards`, atomically.
 
         No model runs: the shards hold the embeddings, and the manifest records their model identity, which
@@ -146,6 +137,10 @@ class SemanticIndex:
         across all shards; then the shards are added in corpus order, ``chunk_size`` documents at a time, the store
         filled in the same pass. Memory holds one shard and the index. ``factory``, ``overwrite``, ``on_duplicate``,
         ``gpu`` and ``show_progress_bar`` are as for :meth:`build` and :meth:`add`.
+
+        With ``on_disk=True`` (IVF factories, for indexes bigger than RAM) each shard fills its own IVF index with the
+        trained quantizer, and the parts are merged into one ``.ivfdata`` file that searches memory-map; the index is
+        then read only (see :mod:`causal2vec.search.ondisk`, and :meth:`verify`).
 
         Raises:
             FileNotFoundError: If the shard folder or a shard is missing.
@@ -157,7 +152,7 @@ class SemanticIndex:
         state = from_shards.build(
             Path(path).absolute(), shards, factory=factory, overwrite=overwrite, sample=sample, seed=seed,
             on_duplicate=on_duplicate, chunk_size=chunk_size, gpu=gpu, show_progress_bar=show_progress_bar,
-            compact_fraction=cls.COMPACT_FRACTION,
+            compact_fraction=cls.COMPACT_FRACTION, on_disk=on_disk,
         )  # fmt: skip
         built = cls(state, None)
         if model is not None:
@@ -195,6 +190,21 @@ class SemanticIndex:
         if gpu:
             loaded.to_gpu()
         return loaded
+
+    def verify(self) -> None:
+        """Read every byte of the committed vector files against the checksums recorded when they were written.
+
+        Loading already verifies the ``.faiss`` file in full; for an on-disk index it checks only the ``.ivfdata``
+        file's size and sampled blocks, and this reads all of it.
+
+        Raises:
+            FileNotFoundError: If a vector file is missing.
+            ValueError: If one is corrupt, naming it.
+        """
+        m = self.manifest
+        verify_checksum(self.path / m.vectors_file, m.vectors_checksum, "the index's vector file")
+        if m.storage == ondisk.ON_DISK:
+            ondisk.check_ivfdata(self.path, m, full=True)
 
     def to_gpu(self) -> None:
         """Move the FAISS index onto the GPUs (needs faiss-gpu; Flat and IVF types have GPU versions)."""

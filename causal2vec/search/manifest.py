@@ -1,8 +1,9 @@
 """An index's record, ``manifest.json``: what the index holds and which model embedded it.
 
 The manifest names the committed generation's vector file and its checksum, counts the documents, and stores the
-:class:`~causal2vec.identity.ModelIdentity` of the model that embedded them. Replacing it commits a write (the
-protocol is in :mod:`causal2vec.search.commit`).
+:class:`~causal2vec.identity.ModelIdentity` of the model that embedded them. An index stored on disk (built with
+``on_disk=True``, see :mod:`causal2vec.search.ondisk`) also names its ``.ivfdata`` file, with its size and checksums.
+Replacing it commits a write (the protocol is in :mod:`causal2vec.search.commit`).
 
 Format 2 stores the identity as one object. Format 1 (causal2vec 0.1) stored the model's name, a config hash and a
 settings dict with the dtype, backend, precision and token budget; :meth:`Manifest.read` reads it into the new form,
@@ -46,6 +47,11 @@ class Manifest:
     tombstones: int = 0  # vectors of deleted documents still in an HNSW index (searches skip them)
     vectors_file: str = "vectors.0.faiss"
     vectors_checksum: str | None = None  # of vectors_file; None in indexes written before checksums were recorded
+    storage: str = "memory"  # "memory": vectors_file holds everything; "on_disk": IVF lists in ivfdata_file
+    ivfdata_file: str | None = None  # on_disk: the inverted lists, memory-mapped when searching (read only)
+    ivfdata_size: int | None = None  # its size in bytes, checked at every load
+    ivfdata_sampled_checksum: str | None = None  # of 64 evenly spaced 64 KiB blocks of it, checked at every load
+    ivfdata_checksum: str | None = None  # of the whole file, checked by SemanticIndex.verify (causal2vec verify)
     index_id: str = ""  # random, set when the folder is built: a replaced folder has another one
     created: str = ""
     updated: str = ""

@@ -243,8 +243,13 @@ def write(index: Any, path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def read(path: Path) -> Any:
+def read(path: Path, *, ivfdata: Path | None = None) -> Any:
     """Read an index written by :func:`write`.
+
+    Args:
+        path: The vector file.
+        ivfdata: For an on-disk IVF index (:func:`merge_on_disk`), its ``.ivfdata`` file, memory-mapped read only
+            (in place of the path recorded where the index was built, which may have moved since).
 
     Raises:
         FileNotFoundError: If the file is missing.
@@ -253,11 +258,64 @@ def read(path: Path) -> Any:
     faiss = faiss_module()
     if not path.is_file():
         raise FileNotFoundError(f"the index's vector file {path} is missing")
+    flags = 0 if ivfdata is None else faiss.IO_FLAG_SKIP_IVF_DATA | faiss.IO_FLAG_READ_ONLY  # map it below
     try:
-        return faiss.read_index(str(path))
+        index = faiss.read_index(str(path), flags)
+        if ivfdata is not None:
+            _map_ivfdata(index, ivfdata, path)
+        return index
     except RuntimeError as err:
         reason = str(err).strip().splitlines()[-1]
         raise ValueError(f"the vector file {path} is corrupt or not a FAISS index ({reason})") from err
+
+
+def check_on_disk_factory(index: Any, factory: str) -> None:
+    """Refuse a factory whose index cannot keep its vectors in on-disk inverted lists.
+
+    Raises:
+        ValueError: If it is not an IVF index, or it refines (``…,RFlat``) or is an ``IVF…,PQ…R`` index, whose extra
+            vectors stay in RAM; names factories that work.
+    """
+    faiss = faiss_module()
+    ivf = ivf_of(index)
+    if ivf is None or refine_of(index) is not None or isinstance(faiss.downcast_index(ivf), faiss.IndexIVFPQR):
+        raise ValueError(
+            f"on_disk (--on-disk) needs an IVF factory whose vectors all live in its inverted lists, such as "
+            f"'IVF4096,Flat', 'IVF4096,PQ64' or 'OPQ64,IVF4096,PQ64'; {factory!r} is {describe(index)}"
+        )
+
+
+def clone(index: Any) -> Any:
+    """A copy of an index (e.g. an empty trained IVF index, to fill one part of an on-disk index)."""
+    return faiss_module().clone_index(index)
+
+
+def merge_on_disk(trained: Any, parts: list[Path], ivfdata: Path) -> None:
+    """Merge the inverted lists of the IVF indexes in ``parts`` into ``trained``, stored in the file ``ivfdata``.
+
+    FAISS's recipe for indexes bigger than RAM (``faiss.contrib.ondisk.merge_ondisk``): the parts are read
+    memory-mapped, their lists concatenated part by part into one ``OnDiskInvertedLists`` file, which ``trained``
+    (empty, with the quantizer the parts were filled with) then uses. The file is flushed to disk before returning.
+    """
+    from faiss.contrib.ondisk import merge_ondisk
+
+    merge_ondisk(trained, [str(p) for p in parts], str(ivfdata))
+    with open(ivfdata, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _map_ivfdata(index: Any, ivfdata: Path, path: Path) -> None:
+    """Memory-map an on-disk index's lists (read with ``IO_FLAG_SKIP_IVF_DATA``) from ``ivfdata``, read only.
+
+    Raises:
+        ValueError: If ``path`` is not an on-disk IVF index.
+    """
+    faiss = faiss_module()
+    lists = faiss.downcast_InvertedLists(ivf.invlists) if (ivf := ivf_of(index)) is not None else None
+    if not isinstance(lists, faiss.OnDiskInvertedLists):
+        raise ValueError(f"the vector file {path} is not an on-disk IVF index, but the manifest says it is")
+    lists.filename = str(ivfdata)
+    lists.do_mmap()
 
 
 def is_gpu(index: Any) -> bool:

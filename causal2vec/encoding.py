@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from causal2vec.dimensions import check_dimension, truncate
 from causal2vec.identity import ModelIdentity, config_fingerprint
 from causal2vec.quantization import OutputPrecision, check_precision, quantize
 from causal2vec.runtime import check_int, show_progress
@@ -85,10 +86,11 @@ class EncodeOptions(TypedDict, total=False):
     precision: OutputPrecision  # float32 (default), int8, uint8, binary or ubinary (causal2vec.quantization)
     ranges: np.ndarray | None  # int8/uint8: (2, dim) per-dimension [min; max] (quantization_ranges)
     calibration_embeddings: np.ndarray | None  # int8/uint8 without ranges: float embeddings to take them from
+    truncate_dim: int | None  # the whole vector, or h_C alone (its first half): causal2vec.dimensions
 
 
 ENCODE_OPTIONS = frozenset(EncodeOptions.__annotations__)
-_QUANTIZATION_OPTIONS = ("precision", "ranges", "calibration_embeddings")
+_QUANTIZATION_OPTIONS = ("precision", "ranges", "calibration_embeddings", "truncate_dim")
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -164,8 +166,14 @@ class QueryDocumentMethods:
             return encode_for_mteb(self, texts, **options)  # type: ignore[arg-type]  # mteb's own keywords
         floats, quantized = split_options(options)
         tensor = floats.pop("convert_to_tensor", False)
+        dim = quantized.pop("truncate_dim", None)
         backend: EmbeddingBackend = self  # type: ignore[assignment]  # every subclass is one
+        if dim is not None:
+            check_dimension(backend, dim)
         embeddings = encode_texts(backend, texts, **floats) if pool is None else pool.encode_floats(texts, **floats)
+        if dim is not None:  # before quantising, so that int8 ranges and signs are the truncated vector's
+            normalize = self.config.normalize if floats.get("normalize") is None else floats["normalize"]
+            embeddings = truncate(embeddings, dim, normalize=normalize)
         embeddings = quantize_output(embeddings, **quantized)
         return torch.from_numpy(embeddings) if tensor else embeddings
 

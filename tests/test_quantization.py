@@ -84,3 +84,22 @@ def test_encode_options_are_checked(tiny_model):
         tiny_model.encode(["a"], precision="float16")
     with pytest.raises(ValueError, match="one embedding cannot give"):
         tiny_model.encode("one string", precision="int8")
+
+
+def test_truncate_dim_gives_h_c_alone_or_the_whole_vector(tiny_model, corpus):
+    """``truncate_dim`` takes what the model can honestly give: the whole vector, or its first half (h_C), which
+    comes L2-normalised again when the whole one is; another value is refused with the list."""
+    texts = [t[:200] for t in corpus[:6]]
+    whole = tiny_model.encode(texts)
+    half = tiny_model.embedding_dim // 2
+    h_c = tiny_model.encode(texts, truncate_dim=half)
+    expected = whole[:, :half] / np.linalg.norm(whole[:, :half], axis=1, keepdims=True)
+    np.testing.assert_allclose(h_c, expected, atol=1e-6)
+    raw = tiny_model.encode(texts, normalize=False)
+    np.testing.assert_array_equal(tiny_model.encode(texts, normalize=False, truncate_dim=half), raw[:, :half])
+    np.testing.assert_array_equal(tiny_model.encode(texts, truncate_dim=tiny_model.embedding_dim), whole)
+    assert np.array_equal(tiny_model.encode(texts, truncate_dim=half, precision="binary"),
+                          quantize_embeddings(expected, precision="binary"))  # fmt: skip
+    with pytest.raises(ValueError, match=rf"truncate_dim=10 is not a dimension this model gives; choose one of "
+                                         rf"\[{tiny_model.embedding_dim}, {half}\]"):  # fmt: skip
+        tiny_model.encode(texts, truncate_dim=10)

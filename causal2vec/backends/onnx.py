@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from causal2vec.config import CONFIG_NAME, Causal2VecConfig
 from causal2vec.encoding import QueryDocumentMethods, normalize_embeddings
-from causal2vec.files import member_path, verify_checksum
+from causal2vec.files import member_path, read_json_object, verify_checksum
 from causal2vec.identity import Precision
 from causal2vec.layout import Features, InputBuilder
 from causal2vec.runtime import require
@@ -244,12 +244,7 @@ class ExportManifest:
         path = folder / MANIFEST_FILE
         if not path.is_file():
             return None
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path} is not a valid export manifest: {err}") from err
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} is not a valid export manifest: expected a JSON object")
+        data = read_json_object(path, "export manifest")
         missing = [k for k in ("embedding_dim", "inputs", "precision") if k not in data]
         if missing:
             raise ValueError(f"{path} lacks {missing}; re-export the model with python -m export")

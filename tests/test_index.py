@@ -584,3 +584,28 @@ def test_truncation_is_reported_once_per_add(tmp_path, tiny_model, corpus, caplo
 
 def test_the_stand_in_backend_satisfies_the_protocol(tiny_model):
     assert isinstance(HashEmbedder(), EmbeddingBackend) and isinstance(tiny_model, EmbeddingBackend)
+
+
+def test_the_progress_bar_moves_with_every_encoded_batch(tmp_path, monkeypatch):
+    """Indexing 10 documents in one chunk at batch size 3 advances the bar 3, 3, 3, 1 as batches are embedded,
+    not once per chunk; a duplicate skipped is counted when its chunk ends."""
+    from causal2vec.search import index as index_module
+
+    updates: list[int] = []
+
+    class RecordingBar:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def update(self, n):
+            updates.append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(index_module, "tqdm", RecordingBar)
+    with SemanticIndex.build(tmp_path / "idx", HashEmbedder(), docs(10), batch_size=3, chunk_size=100) as index:
+        assert updates == [3, 3, 3, 1, 0]
+        updates.clear()
+        index.add([*docs(2, start=10), docs(1)[0]], on_duplicate="skip", batch_size=3)
+        assert updates == [2, 1]  # the two new documents as one batch, the skipped one at the chunk's end

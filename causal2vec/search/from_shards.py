@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -176,5 +176,5 @@ def train(state: Generations, folder: ShardFolder, factory: str, sample: int | N
     faiss_vectors.train(state.vectors.index, vectors, factory)
 
 
-def _no_model(texts: list[str]) -> np.ndarray:
+def _no_model(texts: list[str], progress: Callable[[int], object]) -> np.ndarray:
     raise RuntimeError("an index built from shards embeds nothing: every document comes with its embedding")

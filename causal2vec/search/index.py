@@ -238,9 +238,10 @@ class SemanticIndex:
         self._model = model
 
     def _embed(
-        self, texts: list[str], instruction: str | None, batch_size: int, truncated: list[int] | None
-    ) -> np.ndarray:
-        """Embed with the index's token budget; truncated texts are counted into ``truncated``, or logged."""
+        self, texts: list[str], instruction: str | None, batch_size: int, truncated: list[int] | None,
+        progress: Callable[[int], object] | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """Embed in the index's token budget; truncations go to ``truncated`` (else a log), batches to ``progress``."""
         return encode_texts(
             self.model,
             texts,
@@ -249,6 +250,7 @@ class SemanticIndex:
             show_progress_bar=False,
             max_length=self.manifest.model.max_length,
             on_truncated=None if truncated is None else lambda cut, _: truncated.append(cut),
+            on_batch=progress,
         )
 
     # ------------------------------------------------------------------ reading
@@ -384,7 +386,7 @@ class SemanticIndex:
         truncated: list[int] = []
         try:
             staged = ingest.stage_documents(
-                self._state, documents, embed=lambda texts: self._embed(texts, None, batch_size, truncated),
+                self._state, documents, embed=lambda texts, bar: self._embed(texts, None, batch_size, truncated, bar),
                 embeddings=embeddings, on_duplicate=on_duplicate, chunk_size=chunk_size, bar=bar,
             )  # fmt: skip
         except BaseException:

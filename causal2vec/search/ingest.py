@@ -32,7 +32,7 @@ ON_DUPLICATE: tuple[OnDuplicate, ...] = get_args(OnDuplicate)
 _ID_FORBIDDEN = ("Cc", "Zl", "Zp")
 GENERATED = "documents without an id get the string of their internal number"
 
-Embed = Callable[[list[str]], np.ndarray]  # document texts -> (n, dim) embeddings
+Embed = Callable[[list[str], Callable[[int], object]], np.ndarray]  # (texts, progress per batch) -> (n, dim)
 AddVectors = Callable[[np.ndarray, np.ndarray], None]  # (vectors, vids) -> None
 DeleteVids = Callable[[list[int]], None]
 
@@ -129,10 +129,10 @@ def stage_stream(
         keep = resolve_duplicates(docs, store, on_duplicate, delete, generated)
         docs = [docs[i] for i in keep]
         given = None if embeddings is None else np.asarray(embeddings[offset : offset + len(chunk)], np.float32)[keep]
-        add(chunk_vectors(docs, given, embed, dim, offset), insert(store, docs, pending, generated))
-        staged += len(docs)
-        offset += len(chunk)
-        bar.update(len(chunk))
+        vectors = chunk_vectors(docs, given, lambda texts: embed(texts, bar.update), dim, offset)
+        add(vectors, insert(store, docs, pending, generated))
+        staged, offset = staged + len(docs), offset + len(chunk)
+        bar.update(len(chunk) - (len(docs) if given is None else 0))  # embedded documents moved it batch by batch
     return staged
 
 

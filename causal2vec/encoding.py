@@ -190,6 +190,7 @@ class QueryDocumentMethods:
         return self.encode(texts, instruction=None, **kwargs)
 
     mteb_instructions: dict[str, str] | None = None  # mteb's query instructions by task; None: the shipped ones
+    similarity_fn_name = "cosine"  # what similarity() computes, as sentence-transformers names it
 
     @property
     def mteb_model_meta(self) -> Any:

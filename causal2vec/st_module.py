@@ -45,8 +45,14 @@ class Causal2VecModule(InputModule):
 
     @property
     def max_seq_length(self) -> int:
-        """The LLM token budget."""
-        return self.model.config.llm_max_length
+        """The tokens of a text the model reads: the encoder's budget (C carries what the LLM's shorter one cuts)."""
+        return max(self.model.config.encoder_max_length, self.model.config.llm_max_length)
+
+    @max_seq_length.setter
+    def max_seq_length(self, tokens: int) -> None:
+        """Read at most ``tokens`` tokens of a text: both budgets are capped there (the LLM's stays if shorter)."""
+        config = self.model.config
+        self.model.set_token_budgets(encoder_max_length=tokens, llm_max_length=min(tokens, config.llm_max_length))
 
     def get_embedding_dimension(self) -> int:
         """The size of the embeddings."""

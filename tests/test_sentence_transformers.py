@@ -76,3 +76,18 @@ def test_sentence_transformers_save_round_trip(tmp_path, st_model, tiny_model, t
 def test_module_built_in_python(tiny_model, texts):
     st = SentenceTransformer(modules=[Causal2VecModule(tiny_model)], device="cpu")
     np.testing.assert_allclose(st.encode(texts), tiny_model.encode(texts), atol=1e-5, rtol=0)
+
+
+def test_max_seq_length_is_what_the_model_reads_and_caps_it_when_set(tiny_checkpoint, texts):
+    from causal2vec.st_module import load_sentence_transformer
+
+    st = load_sentence_transformer(str(tiny_checkpoint))
+    config = st[0].model.config
+    assert st.max_seq_length == max(config.encoder_max_length, config.llm_max_length)
+    st.max_seq_length = 16
+    config = st[0].model.config  # the model's config after the change
+    assert (config.encoder_max_length, config.llm_max_length) == (16, 16) and st.max_seq_length == 16
+    capped = Causal2Vec.from_pretrained(tiny_checkpoint)
+    capped.set_token_budgets(encoder_max_length=16, llm_max_length=16)
+    np.testing.assert_allclose(st.encode(texts), capped.encode(texts), atol=1e-5)
+    assert st.similarity_fn_name == capped.similarity_fn_name == "cosine"

@@ -7,32 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import (
-    BertConfig,
-    BertModel,
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    MistralConfig,
-    MistralForCausalLM,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
+from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 from causal2vec import Causal2Vec, Causal2VecConfig
 from causal2vec.data.bbc import bbc_news_articles
-
-# LLM architectures and how their tokenizers treat special tokens: "bos" adds BOS (Llama, Mistral), "none" adds
-# nothing (GPT-2, Qwen2), "bos_eos" adds both (so EOS must not be appended twice).
-LLM_ARCHS = {
-    "llama": (LlamaConfig, LlamaForCausalLM, "bos"),
-    "mistral": (MistralConfig, MistralForCausalLM, "bos"),
-    "qwen2": (Qwen2Config, Qwen2ForCausalLM, "none"),
-    "gpt2": (GPT2Config, GPT2LMHeadModel, "none"),
-    "llama_eos": (LlamaConfig, LlamaForCausalLM, "bos_eos"),
-}
+from tests.helpers import LLM_ARCHS
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from causal2vec.onnx_backend import OnnxCausal2Vec, execution_providers, require
 from export.cli import main
 from export.folder import ExportOptions, ParityError, export_folder, fingerprint
 from export.onnx_export import PARITY_TEXTS, check_parity
-from tests.test_eval import _bbc_reference
+from tests.helpers import bbc_reference
 
 ARCHS = ["llama", "qwen2", "gpt2"]
 
@@ -186,7 +186,7 @@ def test_a_broken_symlink_on_the_output_path_is_named(tiny_checkpoint, tmp_path,
 
 def test_an_export_works_inside_one_hidden_folder_and_sweeps_a_killed_ones(tiny_checkpoint, tmp_path, monkeypatch):
     from export import folder as folder_module
-    from tests.test_user_files import dead_pid
+    from tests.helpers import dead_pid
 
     stale = tmp_path / f".new1.tmp-0123abcd-{dead_pid()}"  # what a SIGKILL during an export leaves
     (stale / ".work" / "fp32").mkdir(parents=True)
@@ -234,9 +234,9 @@ def test_optimize_fp16_and_int8_exports_keep_parity_and_say_what_they_are(tiny_c
         if flag == "--int8":  # scored by default: mteb's figures against brute-force nDCG@10 of each model
             scores = json.loads((out / "onnx" / "scores.json").read_text())
             assert scores["float32"] == pytest.approx(
-                100 * _bbc_reference(Causal2Vec.from_pretrained(tiny_checkpoint)), abs=1e-2
+                100 * bbc_reference(Causal2Vec.from_pretrained(tiny_checkpoint)), abs=1e-2
             )
-            assert scores["int8"] == pytest.approx(100 * _bbc_reference(exported), abs=1e-2)
+            assert scores["int8"] == pytest.approx(100 * bbc_reference(exported), abs=1e-2)
             assert f"cost {scores['float32'] - scores['int8']:+.2f} points" in printed, printed
             # Block-wise: each LLM layer's down, key and value projections and each encoder layer's two MLP layers,
             # query and key; dynamic: the other linear layers of both transformers' layers. Counted on the torch

@@ -7,17 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from sentence_transformers import SentenceTransformer
 
 from causal2vec import Causal2Vec
 from causal2vec.data.bbc import bbc_news_split
+from tests.helpers import INSTRUCTION, write_config
 from training.cli import main
 from training.config import TrainConfig
 from training.data.pairs import Pair, write_pairs
 from training.recipe import load_sources, make_loss, set_trainable, training_arguments
-
-INSTRUCTION = "Given a news headline, retrieve the article"
 
 
 @pytest.fixture(scope="module")
@@ -25,23 +23,6 @@ def pairs_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("pairs") / "bbc.jsonl"
     articles = bbc_news_split("train")[:96]
     write_pairs(path, [Pair(a.title, a.body[:300], (), INSTRUCTION, "bbc") for a in articles])
-    return path
-
-
-def write_config(folder: Path, base: Path, pairs: Path, **sections: dict) -> Path:
-    data = {
-        "model": {"base": str(base)},
-        "train": {"projector": True, "encoder": "frozen", "llm": "lora"},
-        "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
-        "data": {"sources": [{"name": "bbc", "path": str(pairs)}]},
-        "optim": {"batch_size": 16, "max_steps": 4, "learning_rate": 1e-3, "lr_projector": 1e-2, "bf16": False},
-        "output": {"dir": str(folder / "run"), "save_steps": 2, "logging_steps": 1},
-    }
-    for name, values in sections.items():
-        data[name] = {**data.get(name, {}), **values}
-    path = folder / "run.yaml"
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data))
     return path
 
 

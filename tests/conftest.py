@@ -1,7 +1,11 @@
-"""Shared fixtures: tiny tokenizers trained on BBC text and tiny random encoders/LLMs saved as HF folders."""
+"""Shared fixtures: tiny tokenizers trained on BBC text and tiny random encoders/LLMs saved as HF folders, their
+ONNX export."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,7 +15,7 @@ from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 from causal2vec import Causal2Vec, Causal2VecConfig
 from causal2vec.data.bbc import bbc_news_articles
-from tests.helpers import LLM_ARCHS
+from tests.helpers import LLM_ARCHS, TraceCache
 
 
 @pytest.fixture(scope="session")
@@ -133,3 +137,33 @@ def texts(corpus: list[str]) -> list[str]:
         corpus[2][:80],
         corpus[3],
     ]
+
+
+# ---------------------------------------------------------------------- ONNX exports
+
+
+@pytest.fixture(scope="session")
+def trace_cache(tmp_path_factory: pytest.TempPathFactory) -> TraceCache:
+    """One trace per tiny model, opset and external-data setting for the session (see TraceCache)."""
+    return TraceCache(tmp_path_factory.mktemp("traces"))
+
+
+@dataclass
+class TinyExport:
+    folder: Path  # the export, alone in its parent folder
+    printed: str  # what python -m export printed
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, trace_cache: TraceCache) -> TinyExport:
+    """The tiny checkpoint's float32 export written by ``python -m export`` (in-process). Tests must not change it;
+    they copy it first."""
+    from export import folder as folder_module
+    from export.cli import main
+
+    out = tmp_path_factory.mktemp("tiny-onnx") / "tiny"
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setattr(folder_module, "trace_onnx", trace_cache)
+        assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 0
+    return TinyExport(out, printed.getvalue())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -32,7 +33,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from causal2vec import Causal2VecConfig, SemanticIndex
+from causal2vec import Causal2Vec, Causal2VecConfig, SemanticIndex
 from causal2vec.layout import Features
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,6 +168,40 @@ def bbc_reference(model: Any) -> float:
     q = model.encode([a.title for a in test], instruction=load_instructions()["BBCNewsRetrieval"])
     d = model.encode([a.body for a in test])
     return ndcg_at_10(q, d, list(range(len(test))))
+
+
+# ---------------------------------------------------------------------- ONNX exports
+
+
+class TraceCache:
+    """``export.folder.trace_onnx`` that traces each (model, opset, external data) once and copies the graph after.
+
+    Tracing dominates an export of the tiny models (seconds each), and most export tests are about the folder, the
+    options or the checks around the graph, not the trace: they get the graph a real trace of the same model
+    wrote. A model is the same when its config (checksums of its files included) is; one holding a LoRA adapter
+    is always traced, since tracing merges it in place.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.traced: dict[str, Path] = {}
+
+    def __call__(self, model: Causal2Vec, path: Path, opset: int | None = None, *, external_data=None) -> Path:
+        from causal2vec.adapters import has_adapter
+        from export.onnx_export import DEFAULT_OPSET, trace_onnx
+
+        opset = DEFAULT_OPSET if opset is None else opset
+        if has_adapter(model.llm) or has_adapter(model.encoder) or not model.config.checksums:
+            return trace_onnx(model, path, opset, external_data=external_data)
+        key = json.dumps([model.config.to_dict(), opset, external_data, path.name], sort_keys=True, default=str)
+        if key not in self.traced:
+            trace_onnx(model, path, opset, external_data=external_data)
+            self.traced[key] = self.folder / f"trace-{len(self.traced)}"
+            shutil.copytree(path.parent, self.traced[key])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for file in self.traced[key].iterdir():  # the graph and its external data, if any
+            shutil.copy2(file, path.parent / file.name)
+        return path
 
 
 # ---------------------------------------------------------------------- the HTTP server

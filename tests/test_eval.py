@@ -407,14 +407,11 @@ def test_a_folder_that_is_not_a_checkpoint_is_rejected(tmp_path, capsys):
     assert not (tmp_path / "summary.md").exists()
 
 
-def test_onnx_backend_scores_as_torch_does(tiny_checkpoint, tmp_path, capsys):
-    from export.cli import main as export_main
-
+def test_onnx_backend_scores_as_torch_does(tiny_checkpoint, tiny_onnx, tmp_path, capsys):
     args = ["--tasks", "BBCNewsRetrieval", "--output", str(tmp_path / "eval"), "--backend", "onnx"]
     assert main(["--model", str(tiny_checkpoint), *args]) == 2
     assert "has no ONNX export (onnx/model.onnx); make one with: python -m export" in capsys.readouterr().err
-    folder = tmp_path / "tiny"
-    assert export_main(["--model", str(tiny_checkpoint), "--output", str(folder)]) == 0
+    folder = tiny_onnx.folder  # python -m export --model tiny_checkpoint --output .../tiny
     assert main(["--model", str(folder), *args]) == 0
     (path,) = (tmp_path / "eval").glob("results/local__tiny/*/experiments/backend_onnx/BBCNewsRetrieval.json")
     expected = bbc_reference(Causal2Vec.from_pretrained(tiny_checkpoint))

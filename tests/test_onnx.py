@@ -15,12 +15,21 @@ import torch
 from causal2vec import Causal2Vec, SemanticIndex
 from causal2vec.config import CONFIG_NAME
 from causal2vec.onnx_backend import OnnxCausal2Vec, execution_providers, require_onnxruntime
+from export import folder as folder_module
 from export.cli import main
 from export.folder import ExportOptions, ParityError, export_folder, fingerprint
 from export.onnx_export import PARITY_TEXTS, check_parity
 from tests.helpers import bbc_reference
 
 ARCHS = ["llama", "qwen2", "gpt2"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def trace_once(trace_cache):
+    """Each distinct (model, opset, external data) is traced once; the other exports copy its graph (TraceCache)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(folder_module, "trace_onnx", trace_cache)
+        yield
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -66,10 +75,8 @@ def test_parity_report_is_tight_and_counts_truncation_instead_of_logging_it(expo
     assert [r.getMessage() for r in caplog.records if r.name.startswith("causal2vec")] == []
 
 
-def test_export_command_writes_a_self_contained_folder_with_its_manifest(tiny_checkpoint, tmp_path, capsys):
-    out = tmp_path / "exported"
-    assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 0
-    printed = capsys.readouterr().out
+def test_export_command_writes_a_self_contained_folder_with_its_manifest(tiny_checkpoint, tiny_onnx):
+    out, printed, tmp_path = tiny_onnx.folder, tiny_onnx.printed, tiny_onnx.folder.parent
     assert f"wrote {out} (fp32, opset 23" in printed and "min cosine 0.99999" in printed, printed
     assert "(CPUExecutionProvider) vs torch float32" in printed
     assert not list(out.rglob("*.safetensors")), "no torch weights unless --keep-torch"
@@ -142,9 +149,9 @@ def test_export_writes_the_opset_asked_for_and_refuses_those_it_cannot_write(tin
     assert _written_opset(out / "onnx" / "model.onnx") == 20
 
 
-def test_export_replaces_an_earlier_export_and_refuses_other_folders(tiny_checkpoint, tmp_path, capsys):
+def test_export_replaces_an_earlier_export_and_refuses_other_folders(tiny_checkpoint, tiny_onnx, tmp_path, capsys):
     out = tmp_path / "exported"
-    assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 0
+    shutil.copytree(tiny_onnx.folder, out)  # an earlier export
     first = (out / "onnx" / "manifest.json").read_text()
     assert main(["--model", str(tiny_checkpoint), "--output", str(out), "--opset", "20"]) == 0
     assert json.loads((out / "onnx" / "manifest.json").read_text())["opset"] == 20 != json.loads(first)["opset"]
@@ -340,11 +347,9 @@ def test_onnx_load_verifies_the_tokenizer_files(exported, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def onnx_folder(tiny_checkpoint, tmp_path_factory):
+def onnx_folder(tiny_onnx):
     """The tiny checkpoint's self-contained float32 export."""
-    folder = tmp_path_factory.mktemp("cli-onnx") / "tiny-onnx"
-    assert main(["--model", str(tiny_checkpoint), "--output", str(folder)]) == 0
-    return folder
+    return tiny_onnx.folder
 
 
 def test_index_and_search_on_onnx_give_the_torch_top_k_and_record_the_backend(

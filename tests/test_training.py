@@ -11,7 +11,7 @@ from sentence_transformers import SentenceTransformer
 
 from causal2vec import Causal2Vec
 from causal2vec.data.bbc import bbc_news_split
-from tests.helpers import INSTRUCTION, write_config
+from tests.helpers import INSTRUCTION, ROOT, write_config
 from training.cli import main
 from training.config import TrainConfig
 from training.data.pairs import Pair, write_pairs
@@ -196,13 +196,15 @@ def test_two_gloo_processes_gather_negatives_like_one_process_on_the_global_batc
     sixteen = tmp_path / "sixteen.jsonl"
     sixteen.write_text("".join(pairs_file.read_text().splitlines(keepends=True)[:16]))
 
-    def step_one_loss(name: str, batch_size: int, launcher: list[str]) -> float:
+    def step_one_loss(name: str, batch_size: int, launcher: list[str] | None) -> float:
         run = {"optim": {"batch_size": batch_size, "max_steps": 1}, "output": {"save_steps": 1}}
         config = write_config(tmp_path / name, tmp_path / "base", sixteen, **run)
-        root = Path(__file__).resolve().parent.parent
-        done = subprocess.run([*launcher, "-m", "training", "--config", str(config)], cwd=root, capture_output=True,
-                              text=True, timeout=600)  # fmt: skip
-        assert done.returncode == 0, done.stderr[-3000:]
+        if launcher is None:  # one process: this one
+            assert main(["--config", str(config)]) == 0
+        else:
+            done = subprocess.run([*launcher, "-m", "training", "--config", str(config)], cwd=ROOT,
+                                  capture_output=True, text=True, timeout=600)  # fmt: skip
+            assert done.returncode == 0, done.stderr[-3000:]
         state = json.loads((tmp_path / name / "run" / "checkpoint-1" / "trainer_state.json").read_text())
         return next(entry["loss"] for entry in state["log_history"] if "loss" in entry)
 
@@ -211,7 +213,7 @@ def test_two_gloo_processes_gather_negatives_like_one_process_on_the_global_batc
         port = s.getsockname()[1]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
     two_ranks = step_one_loss("ddp", 8, torchrun)
-    one = step_one_loss("single", 16, [sys.executable])
+    one = step_one_loss("single", 16, None)
     assert two_ranks == pytest.approx(one, abs=1e-4), f"2 ranks: {two_ranks}, 1 process: {one}"
 
 

@@ -1,5 +1,5 @@
 """Shared fixtures: tiny tokenizers trained on BBC text and tiny random encoders/LLMs saved as HF folders, their
-ONNX export."""
+ONNX export, and the real default model (loaded once)."""
 
 from __future__ import annotations
 
@@ -167,3 +167,12 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, t
         patch.setattr(folder_module, "trace_onnx", trace_cache)
         assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 0
     return TinyExport(out, printed.getvalue())
+
+
+# ---------------------------------------------------------------------- the real default (tests marked slow)
+
+
+@pytest.fixture(scope="session")
+def default_model() -> Causal2Vec:
+    """The trained default in float32, loaded once. Tests must not change it."""
+    return Causal2Vec.from_pretrained("default")

@@ -159,6 +159,13 @@ def ndcg_at_10(query_emb: np.ndarray, doc_emb: np.ndarray, relevant: list[int]) 
     return float(np.mean(gains))
 
 
+def mrr_at_10(query_emb: np.ndarray, doc_emb: np.ndarray) -> float:
+    """MRR@10 when query i's one relevant document is document i, by brute-force ranking (bench/halves.py's)."""
+    scores = query_emb @ doc_emb.T
+    ranks = [int((scores[i] > scores[i, i]).sum()) + 1 for i in range(len(scores))]  # ties go to the relevant one
+    return float(np.mean([1 / rank if rank <= 10 else 0.0 for rank in ranks]))
+
+
 def bbc_reference(model: Any) -> float:
     """BBCNewsRetrieval's nDCG@10: test headlines (with the instruction) against test bodies."""
     from causal2vec.data.bbc import bbc_news_split

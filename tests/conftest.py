@@ -1,38 +1,21 @@
-"""Shared fixtures: tiny tokenizers trained on BBC text and tiny random encoders/LLMs saved as HF folders."""
+"""Shared fixtures: tiny tokenizers trained on BBC text and tiny random encoders/LLMs saved as HF folders, their
+ONNX export, and the real default model (loaded once)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import (
-    BertConfig,
-    BertModel,
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    MistralConfig,
-    MistralForCausalLM,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
+from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 from causal2vec import Causal2Vec, Causal2VecConfig
 from causal2vec.data.bbc import bbc_news_articles
-
-# LLM architectures and how their tokenizers treat special tokens: "bos" adds BOS (Llama, Mistral), "none" adds
-# nothing (GPT-2, Qwen2), "bos_eos" adds both (so EOS must not be appended twice).
-LLM_ARCHS = {
-    "llama": (LlamaConfig, LlamaForCausalLM, "bos"),
-    "mistral": (MistralConfig, MistralForCausalLM, "bos"),
-    "qwen2": (Qwen2Config, Qwen2ForCausalLM, "none"),
-    "gpt2": (GPT2Config, GPT2LMHeadModel, "none"),
-    "llama_eos": (LlamaConfig, LlamaForCausalLM, "bos_eos"),
-}
+from tests.helpers import LLM_ARCHS, TraceCache
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +29,10 @@ def _encoder_tokenizer(corpus: list[str]) -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=600, special_tokens=specials))
+    # The trainer finds the same tokens every time but numbers them in an order that changes from one process to
+    # the next; numbered in sorted order, every session gets the same tiny encoder.
+    trained = sorted(set(tok.get_vocab()) - set(specials))
+    tok.model = models.WordPiece({t: i for i, t in enumerate(specials + trained)}, unk_token="[UNK]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
@@ -150,3 +137,42 @@ def texts(corpus: list[str]) -> list[str]:
         corpus[2][:80],
         corpus[3],
     ]
+
+
+# ---------------------------------------------------------------------- ONNX exports
+
+
+@pytest.fixture(scope="session")
+def trace_cache(tmp_path_factory: pytest.TempPathFactory) -> TraceCache:
+    """One trace per tiny model, opset and external-data setting for the session (see TraceCache)."""
+    return TraceCache(tmp_path_factory.mktemp("traces"))
+
+
+@dataclass
+class TinyExport:
+    folder: Path  # the export, alone in its parent folder
+    printed: str  # what python -m export printed
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, trace_cache: TraceCache) -> TinyExport:
+    """The tiny checkpoint's float32 export written by ``python -m export`` (in-process). Tests must not change it;
+    they copy it first."""
+    from export import folder as folder_module
+    from export.cli import main
+
+    out = tmp_path_factory.mktemp("tiny-onnx") / "tiny"
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setattr(folder_module, "trace_onnx", trace_cache)
+        assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 0
+    return TinyExport(out, printed.getvalue())
+
+
+# ---------------------------------------------------------------------- the real default (tests marked slow)
+
+
+@pytest.fixture(scope="session")
+def default_model() -> Causal2Vec:
+    """The trained default in float32, loaded once. Tests must not change it."""
+    return Causal2Vec.from_pretrained("default")

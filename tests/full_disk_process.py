@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from causal2vec.search import SemanticIndex
-from tests.test_index import HashEmbedder, docs
+from tests.helpers import HashEmbedder, docs
 
 
 def free_bytes(folder: Path) -> int:

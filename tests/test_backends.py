@@ -16,7 +16,7 @@ from causal2vec import backends as backends_module
 from causal2vec.backends import Backend, BackendChoiceError, backend_names, load_backend, register_backend
 from causal2vec.identity import ModelIdentity, config_fingerprint, precision_of, torch_dtype
 from causal2vec.search.manifest import FORMAT_VERSION, Manifest, upgrade_format_1
-from tests.test_index import HashEmbedder, docs
+from tests.helpers import HashEmbedder, docs
 
 FIXTURES = Path(__file__).parent / "fixtures"
 V1_INDEX = FIXTURES / "index-v1"

@@ -40,6 +40,7 @@ from causal2vec.mteb_encoder import load_instructions
 from eval.cli import main
 from eval.models import Causal2VecEncoder, ModelSource, load_encoder, resolve_model
 from eval.tasks import LOCAL_TASKS
+from tests.helpers import bbc_reference, ndcg_at_10
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,16 +67,6 @@ def tiny_encoder(tiny_checkpoint) -> RecordingEncoder:
     source = resolve_model(str(tiny_checkpoint))
     wrapped = load_encoder(source, instructions=load_instructions(), device="cpu", dtype="float32")
     return RecordingEncoder(wrapped.model, wrapped.mteb_model_meta, wrapped.instructions)
-
-
-def _ndcg_at_10(query_emb: np.ndarray, doc_emb: np.ndarray, relevant: list[int]) -> float:
-    """Mean nDCG@10 with one relevant document per query, by brute-force cosine ranking."""
-    scores = query_emb @ doc_emb.T
-    gains = []
-    for i, target in enumerate(relevant):
-        rank = int((scores[i] > scores[i, target]).sum()) + 1
-        gains.append(1 / np.log2(rank + 1) if rank <= 10 else 0.0)
-    return float(np.mean(gains))
 
 
 def _sts_pairs(n: int = 60) -> dict[str, list[Any]]:
@@ -198,7 +189,7 @@ def test_wrapper_scores_retrieval_sts_and_classification_as_recomputed_here(tiny
     best = {qid: max(rel, key=rel.get) for qid, rel in split["relevant_docs"].items()}
     doc_ids = list(split["corpus"]["id"])
     relevant = [doc_ids.index(best[qid]) for qid in split["queries"]["id"]]
-    assert scores["MockRetrievalTask"].get_score() == pytest.approx(_ndcg_at_10(q, d, relevant), abs=1e-4)
+    assert scores["MockRetrievalTask"].get_score() == pytest.approx(ndcg_at_10(q, d, relevant), abs=1e-4)
     assert queries == list(split["queries"]["text"])
 
     # STS: both sides are encoded with the STS instruction; the score is the Spearman of cosines and gold scores.
@@ -242,14 +233,6 @@ def test_shipped_instructions_name_real_tasks_or_task_types():
         assert mteb.get_task(key).metadata.name == key  # raises KeyError for a misspelt task
 
 
-def _bbc_reference(model: Causal2Vec) -> float:
-    """BBCNewsRetrieval's nDCG@10: test headlines (with the instruction) against test bodies."""
-    test = bbc_news_split("test")
-    q = model.encode([a.title for a in test], instruction=load_instructions()["BBCNewsRetrieval"])
-    d = model.encode([a.body for a in test])
-    return _ndcg_at_10(q, d, list(range(len(test))))
-
-
 def _article_texts(articles: list[Article]) -> tuple[list[str], list[str]]:
     """Headline and body on separate lines, as the index embeds a titled document, and the topics."""
     return [f"{a.title}\n{a.body}" for a in articles], [a.topic for a in articles]
@@ -273,7 +256,7 @@ def test_local_bbc_tasks_end_to_end(tiny_checkpoint, tmp_path, capsys):
         (path,) = out.glob(f"results/local__tiny/*/*/*/{name}.json")
         results[name] = TaskResult.from_disk(path)
     model, instructions = Causal2Vec.from_pretrained(tiny_checkpoint), load_instructions()
-    assert results["BBCNewsRetrieval"].get_score() == pytest.approx(_bbc_reference(model), abs=1e-4)
+    assert results["BBCNewsRetrieval"].get_score() == pytest.approx(bbc_reference(model), abs=1e-4)
     test_texts, test_topics = _article_texts(bbc_news_split("test"))
     clustered = model.encode(test_texts, instruction=instructions["BBCNewsClustering"], normalize=True)
     expected = _clustering_reference(clustered, test_topics)
@@ -352,7 +335,7 @@ def test_user_jsonl_retrieval_task_without_code(tiny_checkpoint, tmp_path):
     model = Causal2Vec.from_pretrained(tiny_checkpoint)
     q = model.encode([a.title for a in articles], instruction=instruction)
     d = model.encode([a.body for a in articles])
-    expected = _ndcg_at_10(q, d, list(range(len(articles))))
+    expected = ndcg_at_10(q, d, list(range(len(articles))))
     assert TaskResult.from_disk(path).get_score() == pytest.approx(expected, abs=1e-4)
 
 
@@ -425,17 +408,14 @@ def test_a_folder_that_is_not_a_checkpoint_is_rejected(tmp_path, capsys):
     assert not (tmp_path / "summary.md").exists()
 
 
-def test_onnx_backend_scores_as_torch_does(tiny_checkpoint, tmp_path, capsys):
-    from export.cli import main as export_main
-
+def test_onnx_backend_scores_as_torch_does(tiny_checkpoint, tiny_onnx, tmp_path, capsys):
     args = ["--tasks", "BBCNewsRetrieval", "--output", str(tmp_path / "eval"), "--backend", "onnx"]
     assert main(["--model", str(tiny_checkpoint), *args]) == 2
     assert "has no ONNX export (onnx/model.onnx); make one with: python -m export" in capsys.readouterr().err
-    folder = tmp_path / "tiny"
-    assert export_main(["--model", str(tiny_checkpoint), "--output", str(folder)]) == 0
+    folder = tiny_onnx.folder  # python -m export --model tiny_checkpoint --output .../tiny
     assert main(["--model", str(folder), *args]) == 0
     (path,) = (tmp_path / "eval").glob("results/local__tiny/*/experiments/backend_onnx/BBCNewsRetrieval.json")
-    expected = _bbc_reference(Causal2Vec.from_pretrained(tiny_checkpoint))
+    expected = bbc_reference(Causal2Vec.from_pretrained(tiny_checkpoint))
     assert TaskResult.from_disk(path).get_score() == pytest.approx(expected, abs=1e-3)
 
 

@@ -59,7 +59,7 @@ def _faiss_gpus() -> int:
 @pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat"])
 def test_faiss_gpu_index_matches_cpu(tmp_path, factory):
     from causal2vec.search.index import SemanticIndex
-    from tests.test_index import HashEmbedder, docs
+    from tests.helpers import HashEmbedder, docs
 
     cpu = SemanticIndex.build(tmp_path / "cpu", HashEmbedder(), docs(2000), factory=factory)
     gpu = SemanticIndex.build(tmp_path / "gpu", HashEmbedder(), docs(2000), factory=factory, gpu=True)
@@ -81,7 +81,7 @@ def test_fsdp_run_saves_the_whole_model_like_a_plain_run(tmp_path, tiny_checkpoi
     import yaml
 
     from causal2vec.data.bbc import bbc_news_split
-    from tests.test_training import INSTRUCTION, write_config
+    from tests.helpers import INSTRUCTION, write_config
     from training.data.pairs import Pair, write_pairs
 
     pairs_file = tmp_path / "bbc.jsonl"

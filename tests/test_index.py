@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -15,89 +14,18 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-import torch
 
-from causal2vec import Causal2VecConfig
-from causal2vec.encoding import EmbeddingBackend, QueryDocumentMethods
-from causal2vec.layout import Features
+from causal2vec.encoding import EmbeddingBackend
 from causal2vec.search import IndexBusyError, SemanticIndex
 from causal2vec.search import vectors as faiss_index
 from causal2vec.search.corpus import Document
 from causal2vec.search.ingest import TrainingSpill
 from causal2vec.search.manifest import Manifest
-
-DIM = 16
-
-
-class HashEmbedder(QueryDocumentMethods):
-    """A deterministic stand-in backend: each text maps to a fixed random unit vector.
-
-    It ignores instructions, so a query equal to a document's text finds that document with score 1.
-    """
-
-    name_or_path = None
-    device = torch.device("cpu")
-    dtype = torch.float32
-    backend, precision = "torch", "fp32"
-
-    def __init__(self, dim: int = DIM) -> None:
-        self.embedding_dim = dim
-        self.config = Causal2VecConfig()
-        self.calls: list[int] = []
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        seeds = [int.from_bytes(hashlib.sha256(t.encode()).digest()[:4], "little") for t in texts]
-        out = np.stack([np.random.default_rng(s).standard_normal(self.embedding_dim) for s in seeds]).astype(np.float32)
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-    def tokenize(self, texts: list[str], prompt: str = "", *, max_length: int | None = None) -> Features:
-        return Features({"rows": torch.from_numpy(self.embed(texts)) if texts else torch.empty(0, self.embedding_dim)})
-
-    def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        self.calls.append(len(rows))
-        return rows
-
-
-def docs(n: int, start: int = 0, prefix: str = "d") -> list[dict]:
-    return [{"id": f"{prefix}{i}", "text": f"document number {i}", "title": f"T{i}"} for i in range(start, start + n)]
-
-
-def clustered(n: int, dim: int, seed: int) -> np.ndarray:
-    """Unit vectors around 50 cluster centres in a 12-d subspace: structured like real embeddings."""
-    rng = np.random.default_rng(seed)
-    basis = np.random.default_rng(99).standard_normal((12, dim))
-    centres = np.random.default_rng(98).standard_normal((50, 12)) * 3
-    x = (centres[rng.integers(0, 50, n)] + rng.standard_normal((n, 12))) @ basis
-    x += 0.1 * rng.standard_normal((n, dim))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+from tests.helpers import HashEmbedder, assert_consistent, clustered, docs
 
 
 def exact_top_k(queries: np.ndarray, base: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-(queries @ base.T), axis=1, kind="stable")[:, :k]
-
-
-def faiss_live_ids(index: SemanticIndex) -> set[int]:
-    """The ids the FAISS index would return: every stored id minus the vectors of deleted documents."""
-    vectors = index._vectors.index
-    ivf = faiss_index.ivf_of(vectors)
-    if hasattr(vectors, "id_map"):
-        ids = faiss_index.ids_of(vectors)
-    else:
-        invlists = ivf.invlists
-        parts = [
-            faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
-            for i in range(ivf.nlist)
-            if invlists.list_size(i)
-        ]
-        ids = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-    return set(ids.tolist()) - set(index._vectors.tombstones.tolist())
-
-
-def assert_consistent(index: SemanticIndex, expected_ids: set[str]) -> None:
-    stored = index.store.by_id(sorted(expected_ids), index._view)
-    assert set(stored) == expected_ids, "document store lost or kept the wrong ids"
-    assert len(index) == len(expected_ids)
-    assert faiss_live_ids(index) == {d.vid for d in stored.values()}, "FAISS and SQLite disagree"
 
 
 # ---------------------------------------------------------------------- brute force

@@ -18,7 +18,7 @@ from causal2vec.search import IndexBusyError, SemanticIndex
 from causal2vec.search import vectors as faiss_vectors
 from causal2vec.search.docstore import DocumentStore
 from causal2vec.search.ingest import TrainingSpill
-from tests.test_index import HashEmbedder, assert_consistent, docs
+from tests.helpers import HashEmbedder, assert_consistent, docs
 
 ROOT = Path(__file__).resolve().parent.parent
 

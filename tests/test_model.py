@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from causal2vec import Causal2Vec, Causal2VecConfig
-from tests.conftest import LLM_ARCHS
+from tests.helpers import LLM_ARCHS
 
 
 def reference_embedding(model: Causal2Vec, text: str, prompt: str = "") -> np.ndarray:

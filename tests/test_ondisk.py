@@ -22,7 +22,7 @@ from causal2vec.identity import ModelIdentity  # noqa: E402
 from causal2vec.search import SemanticIndex  # noqa: E402
 from causal2vec.search.manifest import Manifest  # noqa: E402
 from causal2vec.shards import ShardFolder, plan_corpus, read_unit, write_shard  # noqa: E402
-from tests.test_index import clustered  # noqa: E402
+from tests.helpers import clustered  # noqa: E402
 
 N, DIM, UNIT = 20_000, 64, 3_000  # a 5.3 MB .ivfdata file: more than the 64 blocks of 64 KiB sampled at load
 FACTORY, SAMPLE = "IVF64,Flat", 4_000

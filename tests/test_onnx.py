@@ -15,12 +15,21 @@ import torch
 from causal2vec import Causal2Vec, SemanticIndex
 from causal2vec.backends.onnx import OnnxCausal2Vec, execution_providers, require_onnxruntime
 from causal2vec.config import CONFIG_NAME
+from export import folder as folder_module
 from export.cli import main
 from export.folder import ExportOptions, ParityError, export_folder, fingerprint
 from export.onnx_export import PARITY_TEXTS, check_parity
-from tests.test_eval import _bbc_reference
+from tests.helpers import bbc_reference
 
 ARCHS = ["llama", "qwen2", "gpt2"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def trace_once(trace_cache):
+    """Each distinct (model, opset, external data) is traced once; the other exports copy its graph (TraceCache)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(folder_module, "trace_onnx", trace_cache)
+        yield
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -66,10 +75,8 @@ def test_parity_report_is_tight_and_counts_truncation_instead_of_logging_it(expo
     assert [r.getMessage() for r in caplog.records if r.name.startswith("causal2vec")] == []
 
 
-def test_export_command_writes_a_self_contained_folder_with_its_manifest(tiny_checkpoint, tmp_path, capsys):
-    out = tmp_path / "exported"
-    assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 0
-    printed = capsys.readouterr().out
+def test_export_command_writes_a_self_contained_folder_with_its_manifest(tiny_checkpoint, tiny_onnx):
+    out, printed, tmp_path = tiny_onnx.folder, tiny_onnx.printed, tiny_onnx.folder.parent
     assert f"wrote {out} (fp32, opset 23" in printed and "min cosine 0.99999" in printed, printed
     assert "(CPUExecutionProvider) vs torch float32" in printed
     assert not list(out.rglob("*.safetensors")), "no torch weights unless --keep-torch"
@@ -142,9 +149,9 @@ def test_export_writes_the_opset_asked_for_and_refuses_those_it_cannot_write(tin
     assert _written_opset(out / "onnx" / "model.onnx") == 20
 
 
-def test_export_replaces_an_earlier_export_and_refuses_other_folders(tiny_checkpoint, tmp_path, capsys):
+def test_export_replaces_an_earlier_export_and_refuses_other_folders(tiny_checkpoint, tiny_onnx, tmp_path, capsys):
     out = tmp_path / "exported"
-    assert main(["--model", str(tiny_checkpoint), "--output", str(out)]) == 0
+    shutil.copytree(tiny_onnx.folder, out)  # an earlier export
     first = (out / "onnx" / "manifest.json").read_text()
     assert main(["--model", str(tiny_checkpoint), "--output", str(out), "--opset", "20"]) == 0
     assert json.loads((out / "onnx" / "manifest.json").read_text())["opset"] == 20 != json.loads(first)["opset"]
@@ -186,7 +193,7 @@ def test_a_broken_symlink_on_the_output_path_is_named(tiny_checkpoint, tmp_path,
 
 def test_an_export_works_inside_one_hidden_folder_and_sweeps_a_killed_ones(tiny_checkpoint, tmp_path, monkeypatch):
     from export import folder as folder_module
-    from tests.test_user_files import dead_pid
+    from tests.helpers import dead_pid
 
     stale = tmp_path / f".new1.tmp-0123abcd-{dead_pid()}"  # what a SIGKILL during an export leaves
     (stale / ".work" / "fp32").mkdir(parents=True)
@@ -234,9 +241,9 @@ def test_optimize_fp16_and_int8_exports_keep_parity_and_say_what_they_are(tiny_c
         if flag == "--int8":  # scored by default: mteb's figures against brute-force nDCG@10 of each model
             scores = json.loads((out / "onnx" / "scores.json").read_text())
             assert scores["float32"] == pytest.approx(
-                100 * _bbc_reference(Causal2Vec.from_pretrained(tiny_checkpoint)), abs=1e-2
+                100 * bbc_reference(Causal2Vec.from_pretrained(tiny_checkpoint)), abs=1e-2
             )
-            assert scores["int8"] == pytest.approx(100 * _bbc_reference(exported), abs=1e-2)
+            assert scores["int8"] == pytest.approx(100 * bbc_reference(exported), abs=1e-2)
             assert f"cost {scores['float32'] - scores['int8']:+.2f} points" in printed, printed
             # Block-wise: each LLM layer's down, key and value projections and each encoder layer's two MLP layers,
             # query and key; dynamic: the other linear layers of both transformers' layers. Counted on the torch
@@ -340,11 +347,9 @@ def test_onnx_load_verifies_the_tokenizer_files(exported, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def onnx_folder(tiny_checkpoint, tmp_path_factory):
+def onnx_folder(tiny_onnx):
     """The tiny checkpoint's self-contained float32 export."""
-    folder = tmp_path_factory.mktemp("cli-onnx") / "tiny-onnx"
-    assert main(["--model", str(tiny_checkpoint), "--output", str(folder)]) == 0
-    return folder
+    return tiny_onnx.folder
 
 
 def test_index_and_search_on_onnx_give_the_torch_top_k_and_record_the_backend(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import json
 import os
 import re
 import signal
@@ -28,62 +26,7 @@ openai = pytest.importorskip("openai")
 
 from causal2vec import Causal2Vec, SemanticIndex  # noqa: E402
 from causal2vec.serve import ServeSettings, create_app  # noqa: E402
-from causal2vec.serve.server import serve  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-TEXTS = [
-    "Shares fell sharply after the bank raised interest rates.",
-    "The match ended in a draw after extra time.",
-    "A new phone with a folding screen went on sale.",
-    "Parliament debated the budget late into the night.",
-    "The film won three awards at the festival.",
-]
-
-
-class Server:
-    """A uvicorn server in a background thread, on a free port of 127.0.0.1, run as ``causal2vec serve`` runs it."""
-
-    def __init__(self, app: Any, read_timeout: float = 30.0) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        run = serve(self.server, app.state.batcher, read_timeout)
-        self.thread = threading.Thread(target=asyncio.run, args=(run,), daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "the server did not start"
-            time.sleep(0.02)
-        self.port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
-def _request(url: str, body: Any = None, *, raw: bytes | None = None, key: str | None = None) -> tuple[int, Any]:
-    """POST JSON (or ``raw`` bytes) when given a body, else GET; returns the status and the decoded JSON."""
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    headers = {"Content-Type": "application/json"}
-    if key is not None:
-        headers["Authorization"] = f"Bearer {key}"
-    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data is not None else "GET")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            text = response.read().decode()
-            status = response.status
-    except urllib.error.HTTPError as err:
-        text, status = err.read().decode(), err.code
-    try:
-        return status, json.loads(text)
-    except json.JSONDecodeError:
-        return status, text
-
-
-def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while _request(f"{url}/health")[0] != 200:
-        assert time.monotonic() < deadline, "the model did not load"
-        time.sleep(0.05)
+from tests.helpers import ROOT, TEXTS, Server, request, wait_ready  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +49,7 @@ def server(tiny_checkpoint, index_dir):
         return loaded, SemanticIndex.load(index_dir, loaded)
 
     running = Server(create_app(load, ServeSettings(max_inputs=16, max_chars=2000, max_wait_ms=20)))
-    _wait_ready(running.url)
+    wait_ready(running.url)
     yield running
     running.stop()
 
@@ -127,7 +70,7 @@ def test_the_openai_client_gets_the_vectors_of_encode(server, model):
     query = client.embeddings.create(model="m", input=TEXTS[0], extra_body={"input_type": "query"})
     np.testing.assert_allclose(query.data[0].embedding, model.encode_query([TEXTS[0]])[0], atol=1e-5)
     assert not np.allclose(model.encode_query([TEXTS[0]])[0], expected[0], atol=1e-3), "the query instruction applies"
-    status, raw = _request(f"{server.url}/v1/embeddings", {"input": TEXTS[1], "encoding_format": "base64"})
+    status, raw = request(f"{server.url}/v1/embeddings", {"input": TEXTS[1], "encoding_format": "base64"})
     decoded = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
     assert status == 200 and np.allclose(decoded, expected[1], atol=1e-5)
 
@@ -139,17 +82,17 @@ def test_openai_conventions_models_token_ids_dimensions_and_user(server, model):
     (served,) = client.models.list().data
     assert served.id == str(model.identity.name) and served.owned_by == "causal2vec" and served.created > 0
     assert client.models.retrieve(served.id).id == served.id
-    status, body = _request(f"{server.url}/v1/models/another-model")
+    status, body = request(f"{server.url}/v1/models/another-model")
     assert status == 404 and body["error"]["type"] == "not_found_error" and "another-model" in body["error"]["message"]
     ids = [model.llm_tokenizer(text, add_special_tokens=False)["input_ids"] for text in TEXTS[:3]]
     assert model.llm_tokenizer.batch_decode(ids) == TEXTS[:3]  # byte-level BPE: the ids spell the texts exactly
     expected = model.encode(TEXTS[:3])
     by_ids = client.embeddings.create(model="m", input=ids, user="user-7")
     np.testing.assert_allclose([d.embedding for d in by_ids.data], expected, atol=1e-5)
-    status, one = _request(f"{server.url}/v1/embeddings", {"input": ids[0], "encoding_format": "float"})
+    status, one = request(f"{server.url}/v1/embeddings", {"input": ids[0], "encoding_format": "float"})
     assert status == 200 and np.allclose(one["data"][0]["embedding"], expected[0], atol=1e-5)
     vocabulary = len(model.llm_tokenizer)
-    status, body = _request(f"{server.url}/v1/embeddings", {"input": [ids[0], [3, vocabulary]]})
+    status, body = request(f"{server.url}/v1/embeddings", {"input": [ids[0], [3, vocabulary]]})
     assert status == 400 and body["error"]["param"] == "input"
     assert f"input[1][1]={vocabulary} is not a token id of this model's LLM tokenizer" in body["error"]["message"]
     half = model.embedding_dim // 2
@@ -158,14 +101,14 @@ def test_openai_conventions_models_token_ids_dimensions_and_user(server, model):
     np.testing.assert_allclose([d.embedding for d in cut.data], h_c, atol=1e-5)
     full = client.embeddings.create(model="m", input=TEXTS[:1], dimensions=model.embedding_dim)
     np.testing.assert_allclose(full.data[0].embedding, expected[0], atol=1e-5)
-    status, body = _request(f"{server.url}/v1/embeddings", {"input": "x", "dimensions": half + 1})
+    status, body = request(f"{server.url}/v1/embeddings", {"input": "x", "dimensions": half + 1})
     assert status == 400 and body["error"]["param"] == "dimensions"
     assert f"choose one of [{model.embedding_dim}, {half}]" in body["error"]["message"]
 
 
 def test_search_returns_the_hits_of_the_index(server, model, index_dir):
     queries = ["interest rates and banks", "football"]
-    status, body = _request(f"{server.url}/search", {"query": queries, "k": 3})
+    status, body = request(f"{server.url}/search", {"query": queries, "k": 3})
     assert status == 200
     with SemanticIndex.load(index_dir, model) as index:
         expected = index.search(queries, k=3)
@@ -175,12 +118,12 @@ def test_search_returns_the_hits_of_the_index(server, model, index_dir):
         assert [h["id"] for h in result["hits"]] == [h.id for h in hits]
         assert [h["score"] for h in result["hits"]] == pytest.approx([h.score for h in hits], abs=1e-5)
         assert result["hits"][0]["title"] == hits[0].title and result["hits"][0]["metadata"] == hits[0].metadata
-    assert _request(f"{server.url}/search", {"query": "budget", "k": 1})[1]["results"][0]["hits"][0]["id"] == top
+    assert request(f"{server.url}/search", {"query": "budget", "k": 1})[1]["results"][0]["hits"][0]["id"] == top
 
 
 def test_health_and_info(server, model):
-    assert _request(f"{server.url}/health") == (200, {"status": "ready"})
-    status, info = _request(f"{server.url}/info")
+    assert request(f"{server.url}/health") == (200, {"status": "ready"})
+    status, info = request(f"{server.url}/info")
     assert status == 200
     assert info["dimension"] == model.embedding_dim and info["backend"] == "torch" and info["precision"] == "fp32"
     assert info["device"] == "cpu" and info["index_size"] == len(TEXTS)
@@ -203,7 +146,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(server, mode
     before = _batch_count(server.url)
 
     def call(texts: list[str]) -> tuple[int, Any]:
-        return _request(f"{server.url}/v1/embeddings", {"input": texts})
+        return request(f"{server.url}/v1/embeddings", {"input": texts})
 
     with ThreadPoolExecutor(64) as pool:
         answers = list(pool.map(call, requests))
@@ -249,8 +192,8 @@ def test_bad_requests_get_openai_errors_and_disturb_no_one(server, model):
 
     def send(case: Any) -> tuple[int, Any]:
         if isinstance(case, list):
-            return _request(f"{server.url}/v1/embeddings", {"input": case})
-        return _request(f"{server.url}/v1/embeddings", case[0].get("body"), raw=case[0].get("raw"))
+            return request(f"{server.url}/v1/embeddings", {"input": case})
+        return request(f"{server.url}/v1/embeddings", case[0].get("body"), raw=case[0].get("raw"))
 
     mixed = [item for pair in zip(good, BAD * 2, strict=False) for item in pair] + good[len(BAD) * 2 :]
     with ThreadPoolExecutor(32) as pool:
@@ -263,9 +206,9 @@ def test_bad_requests_get_openai_errors_and_disturb_no_one(server, model):
         assert status == want_status, (case, body)
         assert set(body) == {"error"} and message in body["error"]["message"], body
         assert body["error"]["param"] == param and body["error"]["type"] == "invalid_request_error"
-    status, body = _request(f"{server.url}/search", {"query": "x", "k": 0})
+    status, body = request(f"{server.url}/search", {"query": "x", "k": 0})
     assert status == 422 and body["error"]["param"] == "k"
-    status, body = _request(f"{server.url}/search", {"query": [], "k": 2})
+    status, body = request(f"{server.url}/search", {"query": [], "k": 2})
     assert status == 400 and body["error"]["param"] == "query"
 
 
@@ -280,13 +223,13 @@ def test_a_request_past_the_timeout_gets_503_and_the_server_goes_on(tiny_checkpo
 
     running = Server(create_app(load, ServeSettings(timeout=0.5)))
     try:
-        _wait_ready(running.url)
+        wait_ready(running.url)
         started = time.monotonic()
-        status, body = _request(f"{running.url}/v1/embeddings", {"input": "late"})
+        status, body = request(f"{running.url}/v1/embeddings", {"input": "late"})
         assert status == 503 and "--timeout 0.5 s" in body["error"]["message"], body
         assert time.monotonic() - started < 5
         gate.set()
-        status, body = _request(f"{running.url}/v1/embeddings", {"input": "on time"})
+        status, body = request(f"{running.url}/v1/embeddings", {"input": "on time"})
         assert status == 200 and len(body["data"]) == 1
     finally:
         gate.set()
@@ -302,13 +245,13 @@ def test_health_reports_ready_only_once_the_model_is_loaded(tiny_checkpoint):
 
     running = Server(create_app(load))
     try:
-        assert _request(f"{running.url}/health") == (503, {"status": "loading"})
-        status, body = _request(f"{running.url}/v1/embeddings", {"input": "early"})
+        assert request(f"{running.url}/health") == (503, {"status": "loading"})
+        status, body = request(f"{running.url}/v1/embeddings", {"input": "early"})
         assert status == 503 and "still loading" in body["error"]["message"]
         gate.set()
-        _wait_ready(running.url)
-        assert _request(f"{running.url}/v1/embeddings", {"input": "now"})[0] == 200
-        status, body = _request(f"{running.url}/search", {"query": "x"})
+        wait_ready(running.url)
+        assert request(f"{running.url}/v1/embeddings", {"input": "now"})[0] == 200
+        status, body = request(f"{running.url}/search", {"query": "x"})
         assert status == 404 and "--index" in body["error"]["message"]
     finally:
         gate.set()
@@ -320,13 +263,13 @@ def test_an_api_key_is_required_on_every_route_but_health(tiny_checkpoint):
         create_app(lambda: (Causal2Vec.from_pretrained(tiny_checkpoint), None), ServeSettings(api_key="s3cret"))
     )
     try:
-        _wait_ready(running.url)  # /health needs no key
+        wait_ready(running.url)  # /health needs no key
         for key in (None, "wrong", "s3cre", "S3CRET"):
-            status, body = _request(f"{running.url}/v1/embeddings", {"input": "x"}, key=key)
+            status, body = request(f"{running.url}/v1/embeddings", {"input": "x"}, key=key)
             assert status == 401 and body["error"]["type"] == "authentication_error", (key, body)
-            assert _request(f"{running.url}/info", key=key)[0] == 401
-        assert _request(f"{running.url}/v1/embeddings", {"input": "x"}, key="s3cret")[0] == 200
-        assert _request(f"{running.url}/info", key="s3cret")[0] == 200
+            assert request(f"{running.url}/info", key=key)[0] == 401
+        assert request(f"{running.url}/v1/embeddings", {"input": "x"}, key="s3cret")[0] == 200
+        assert request(f"{running.url}/info", key="s3cret")[0] == 200
         client = openai.OpenAI(base_url=f"{running.url}/v1", api_key="s3cret", max_retries=0)
         assert len(client.embeddings.create(model="m", input="x").data) == 1
         with pytest.raises(openai.AuthenticationError):
@@ -353,7 +296,7 @@ def test_sigterm_finishes_every_accepted_request_and_exits_0(tiny_checkpoint, mo
         deadline = time.monotonic() + 120
         while True:
             try:
-                if _request(f"{url}/health")[0] == 200:
+                if request(f"{url}/health")[0] == 200:
                     break
             except urllib.error.URLError:
                 pass
@@ -361,7 +304,7 @@ def test_sigterm_finishes_every_accepted_request_and_exits_0(tiny_checkpoint, mo
             time.sleep(0.1)
         requests = [[f"{text} #{i}"] for i, text in enumerate(TEXTS * 3)]
         with ThreadPoolExecutor(len(requests)) as pool:
-            futures = [pool.submit(_request, f"{url}/v1/embeddings", {"input": texts}) for texts in requests]
+            futures = [pool.submit(request, f"{url}/v1/embeddings", {"input": texts}) for texts in requests]
             time.sleep(0.15)  # every request is accepted and queued: the batch waits up to 300 ms for more
             process.send_signal(signal.SIGTERM)
             answers = [f.result() for f in futures]

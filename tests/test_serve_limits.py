@@ -17,7 +17,7 @@ pytest.importorskip("fastapi")
 from causal2vec import Causal2Vec, SemanticIndex
 from causal2vec.cli import main
 from causal2vec.serve import ServeSettings, create_app
-from tests.test_serve import TEXTS, Server, _request, _wait_ready
+from tests.helpers import TEXTS, Server, request, wait_ready
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def server(tiny_checkpoint, index_copy):
 
     settings = ServeSettings(max_body_bytes=100_000, api_key="sekret")
     running = Server(create_app(load, settings), read_timeout=1.5)
-    _wait_ready(running.url)
+    wait_ready(running.url)
     yield running
     running.stop()
 
@@ -72,14 +72,14 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(server):
     piece = b"%x\r\n%s\r\n" % (len(chunk), chunk)
     status, body = parts(exchange(server.port, chunked + piece * 2 + b"0\r\n\r\n"))  # no length: counted as read
     assert status == 413 and set(body) == {"error"}, body
-    assert _request(f"{server.url}/v1/embeddings", {"input": "x" * 1000}, key="sekret")[0] == 200
+    assert request(f"{server.url}/v1/embeddings", {"input": "x" * 1000}, key="sekret")[0] == 200
 
 
 def test_unauthenticated_paths_do_not_grow_the_metrics(server):
     for _ in range(300):
-        assert _request(f"{server.url}/{uuid.uuid4().hex * 4}")[0] == 401
-    assert _request(f"{server.url}/info")[0] == 401
-    _, page = _request(f"{server.url}/metrics", key="sekret")
+        assert request(f"{server.url}/{uuid.uuid4().hex * 4}")[0] == 401
+    assert request(f"{server.url}/info")[0] == 401
+    _, page = request(f"{server.url}/metrics", key="sekret")
     routes = set(re.findall(r'causal2vec_requests_total\{route="([^"]*)"', page))
     assert routes <= {"/info", "/metrics", "/health", "/v1/embeddings", "/search", "unmatched"}, routes
     assert "unmatched" in routes and "/info" in routes
@@ -98,10 +98,10 @@ def test_a_body_that_is_not_sent_as_json_is_named(server, content_type):
 
 
 def test_unknown_routes_and_methods_answer_in_openais_shape(server):
-    status, body = _request(f"{server.url}/v2/nothing", key="sekret")
+    status, body = request(f"{server.url}/v2/nothing", key="sekret")
     assert status == 404 and body["error"]["type"] == "not_found_error"
     assert "no route GET /v2/nothing" in body["error"]["message"]
-    status, body = _request(f"{server.url}/v1/embeddings", key="sekret")  # a GET
+    status, body = request(f"{server.url}/v1/embeddings", key="sekret")  # a GET
     assert status == 405 and "GET /v1/embeddings is not allowed" in body["error"]["message"] and "POST" in str(body)
 
 
@@ -112,7 +112,7 @@ def test_unknown_routes_and_methods_answer_in_openais_shape(server):
 )  # fmt: skip
 def test_search_fields_are_strict(server, body, param, status):
     raw = json.dumps(body).encode()  # json.dumps writes a lone surrogate as its escape, as a client would
-    code, answer = _request(f"{server.url}/search", raw=raw, key="sekret")
+    code, answer = request(f"{server.url}/search", raw=raw, key="sekret")
     assert code == status and answer["error"]["param"] == param, answer
 
 
@@ -132,7 +132,7 @@ def test_slow_clients_are_disconnected_and_others_are_served(server):
             slow[0].sendall(b"X-Slow: 1\r\n")
         except (BrokenPipeError, ConnectionResetError):
             cut = time.monotonic() - started
-        assert _request(f"{server.url}/health")[0] == 200
+        assert request(f"{server.url}/health")[0] == 200
     assert cut is not None and 1.5 <= cut < 4, f"the slow header sender was cut after {cut} s"
     for connection in slow[1:]:
         with contextlib.suppress(ConnectionResetError):  # closed with unread data: a reset, also a close
@@ -142,11 +142,11 @@ def test_slow_clients_are_disconnected_and_others_are_served(server):
 
 
 def test_info_reports_what_another_process_wrote(server, index_copy, tiny_checkpoint):
-    before = _request(f"{server.url}/info", key="sekret")[1]["index_size"]
+    before = request(f"{server.url}/info", key="sekret")[1]["index_size"]
     with SemanticIndex.load(index_copy, Causal2Vec.from_pretrained(tiny_checkpoint)) as other:
         other.add([{"id": "new", "text": "A late addition about the weather."}])
         other.save()
-    assert _request(f"{server.url}/info", key="sekret")[1]["index_size"] == before + 1
+    assert request(f"{server.url}/info", key="sekret")[1]["index_size"] == before + 1
 
 
 def test_the_command_refuses_a_port_out_of_range(capsys):
@@ -174,4 +174,4 @@ def test_an_unauthenticated_body_is_refused_before_it_is_read(server):
 def test_no_path_reaches_a_route_around_the_key(server, path):
     answer = exchange(server.port, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     assert answer[9:12] in (b"401", b"404", b"400"), (path, answer)
-    assert _request(f"{server.url}/health")[0] == 200
+    assert request(f"{server.url}/health")[0] == 200

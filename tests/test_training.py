@@ -7,17 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from sentence_transformers import SentenceTransformer
 
 from causal2vec import Causal2Vec
 from causal2vec.data.bbc import bbc_news_split
+from tests.helpers import INSTRUCTION, ROOT, write_config
 from training.cli import main
 from training.config import TrainConfig
 from training.data.pairs import Pair, write_pairs
 from training.recipe import load_sources, make_loss, set_trainable, training_arguments
-
-INSTRUCTION = "Given a news headline, retrieve the article"
 
 
 @pytest.fixture(scope="module")
@@ -25,23 +23,6 @@ def pairs_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("pairs") / "bbc.jsonl"
     articles = bbc_news_split("train")[:96]
     write_pairs(path, [Pair(a.title, a.body[:300], (), INSTRUCTION, "bbc") for a in articles])
-    return path
-
-
-def write_config(folder: Path, base: Path, pairs: Path, **sections: dict) -> Path:
-    data = {
-        "model": {"base": str(base)},
-        "train": {"projector": True, "encoder": "frozen", "llm": "lora"},
-        "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
-        "data": {"sources": [{"name": "bbc", "path": str(pairs)}]},
-        "optim": {"batch_size": 16, "max_steps": 4, "learning_rate": 1e-3, "lr_projector": 1e-2, "bf16": False},
-        "output": {"dir": str(folder / "run"), "save_steps": 2, "logging_steps": 1},
-    }
-    for name, values in sections.items():
-        data[name] = {**data.get(name, {}), **values}
-    path = folder / "run.yaml"
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data))
     return path
 
 
@@ -215,13 +196,15 @@ def test_two_gloo_processes_gather_negatives_like_one_process_on_the_global_batc
     sixteen = tmp_path / "sixteen.jsonl"
     sixteen.write_text("".join(pairs_file.read_text().splitlines(keepends=True)[:16]))
 
-    def step_one_loss(name: str, batch_size: int, launcher: list[str]) -> float:
+    def step_one_loss(name: str, batch_size: int, launcher: list[str] | None) -> float:
         run = {"optim": {"batch_size": batch_size, "max_steps": 1}, "output": {"save_steps": 1}}
         config = write_config(tmp_path / name, tmp_path / "base", sixteen, **run)
-        root = Path(__file__).resolve().parent.parent
-        done = subprocess.run([*launcher, "-m", "training", "--config", str(config)], cwd=root, capture_output=True,
-                              text=True, timeout=600)  # fmt: skip
-        assert done.returncode == 0, done.stderr[-3000:]
+        if launcher is None:  # one process: this one
+            assert main(["--config", str(config)]) == 0
+        else:
+            done = subprocess.run([*launcher, "-m", "training", "--config", str(config)], cwd=ROOT,
+                                  capture_output=True, text=True, timeout=600)  # fmt: skip
+            assert done.returncode == 0, done.stderr[-3000:]
         state = json.loads((tmp_path / name / "run" / "checkpoint-1" / "trainer_state.json").read_text())
         return next(entry["loss"] for entry in state["log_history"] if "loss" in entry)
 
@@ -230,7 +213,7 @@ def test_two_gloo_processes_gather_negatives_like_one_process_on_the_global_batc
         port = s.getsockname()[1]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
     two_ranks = step_one_loss("ddp", 8, torchrun)
-    one = step_one_loss("single", 16, [sys.executable])
+    one = step_one_loss("single", 16, None)
     assert two_ranks == pytest.approx(one, abs=1e-4), f"2 ranks: {two_ranks}, 1 process: {one}"
 
 

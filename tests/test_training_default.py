@@ -13,7 +13,7 @@ import torch
 from causal2vec import Causal2Vec, assets
 from causal2vec.data.bbc import bbc_news_split
 from causal2vec.projector import CALIBRATION_TEXTS
-from tests.test_training import write_config
+from tests.helpers import write_config
 from training.cli import main
 from training.config import ModelSection, TrainConfig
 from training.data.pairs import Pair, read_pairs, write_pairs

@@ -19,7 +19,7 @@ import pytest
 
 from causal2vec import Causal2Vec
 from causal2vec.data.bbc import bbc_news_split
-from tests.test_training import write_config
+from tests.helpers import write_config
 from training import config as config_module
 from training.cli import main
 from training.config import TrainConfig

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +15,7 @@ from causal2vec import Causal2Vec
 from causal2vec.config import CONFIG_NAME
 from causal2vec.files import member_path, remove_stale_siblings, replace_dir
 from causal2vec.runtime import require
-
-
-def dead_pid() -> int:
-    """The process id of a process that has exited (and been reaped)."""
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
+from tests.helpers import dead_pid
 
 
 def with_config(folder: Path, **changes: object) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from causal2vec.search import IndexBusyError, SemanticIndex
-from tests.test_index import HashEmbedder, docs
+from tests.helpers import HashEmbedder, docs
 
 
 def wait_at_gate(ready: Path, gate: Path) -> None:

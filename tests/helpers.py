@@ -171,7 +171,7 @@ def mrr_at_10(query_emb: np.ndarray, doc_emb: np.ndarray) -> float:
 def bbc_reference(model: Any) -> float:
     """BBCNewsRetrieval's nDCG@10: test headlines (with the instruction) against test bodies."""
     from causal2vec.data.bbc import bbc_news_split
-    from eval.models import load_instructions
+    from causal2vec.mteb_encoder import load_instructions
 
     test = bbc_news_split("test")
     q = model.encode([a.title for a in test], instruction=load_instructions()["BBCNewsRetrieval"])

@@ -50,7 +50,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SOURCE_NAME = "causal2vec_source.json"  # the stamp inside each cached folder
 DEFAULT_SEED = 0
 # Bump when the way the default is assembled changes (calibration, layout …), so cached builds are rebuilt.
-DEFAULT_RECIPE = 3  # 2: a sink token (<|im_start|>) before C; 3: the projector scaled in float64, to 8 digits
+DEFAULT_RECIPE = 4  # 2: a sink token before C; 3: the projector scaled in float64; 4: cards with licences
 DEFAULT_NOTES = (
     "Untrained assembly: the projector is freshly initialised (seed 0) and scaled, the encoder and LLM are the "
     "released all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (dequantised from Q4_1)."

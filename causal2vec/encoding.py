@@ -90,11 +90,12 @@ class EncodeOptions(TypedDict, total=False):
 
 
 ENCODE_OPTIONS = frozenset(EncodeOptions.__annotations__)
-_QUANTIZATION_OPTIONS = ("precision", "ranges", "calibration_embeddings", "truncate_dim")
+# Applied to the float embeddings once they are computed: truncation (truncate_dim), then quantisation.
+_OUTPUT_OPTIONS = ("truncate_dim", "precision", "ranges", "calibration_embeddings")
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split ``encode``'s options into the float pass's (for :func:`encode_texts`) and the quantisation's.
+    """Split ``encode``'s options into the float pass's (for :func:`encode_texts`) and those of its output.
 
     Raises:
         TypeError: For a key that is not an option, naming it and the allowed ones.
@@ -102,8 +103,8 @@ def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     unknown = sorted(set(options) - ENCODE_OPTIONS)
     if unknown:
         raise TypeError(f"encode() got unexpected keyword argument(s) {unknown}; options: {sorted(ENCODE_OPTIONS)}")
-    floats = {k: v for k, v in options.items() if k not in _QUANTIZATION_OPTIONS}
-    return floats, {k: v for k, v in options.items() if k in _QUANTIZATION_OPTIONS}
+    floats = {k: v for k, v in options.items() if k not in _OUTPUT_OPTIONS}
+    return floats, {k: v for k, v in options.items() if k in _OUTPUT_OPTIONS}
 
 
 def quantize_output(
@@ -164,9 +165,9 @@ class QueryDocumentMethods:
             from causal2vec.mteb_encoder import encode_for_mteb
 
             return encode_for_mteb(self, texts, **options)  # type: ignore[arg-type]  # mteb's own keywords
-        floats, quantized = split_options(options)
+        floats, output = split_options(options)
         tensor = floats.pop("convert_to_tensor", False)
-        dim = quantized.pop("truncate_dim", None)
+        dim = output.pop("truncate_dim", None)
         backend: EmbeddingBackend = self  # type: ignore[assignment]  # every subclass is one
         if dim is not None:
             check_dimension(backend, dim)
@@ -174,7 +175,7 @@ class QueryDocumentMethods:
         if dim is not None:  # before quantising, so that int8 ranges and signs are the truncated vector's
             normalize = self.config.normalize if floats.get("normalize") is None else floats["normalize"]
             embeddings = truncate(embeddings, dim, normalize=normalize)
-        embeddings = quantize_output(embeddings, **quantized)
+        embeddings = quantize_output(embeddings, **output)
         return torch.from_numpy(embeddings) if tensor else embeddings
 
     def encode_query(self, texts: Texts, *, instruction: str | None = None, **kwargs: Any) -> np.ndarray | torch.Tensor:

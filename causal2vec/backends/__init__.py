@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from causal2vec.identity import BACKEND_NAMES, ModelIdentity, Precision, precision_of
+from causal2vec.identity import BACKEND_NAMES, ModelIdentity, Precision, precision_of, torch_dtype
 from causal2vec.runtime import auto_dtype, default_device
 
 if TYPE_CHECKING:
@@ -167,8 +167,7 @@ def _choose_precision(
 
 
 def _load_torch(name: str, *, device: str, precision: Precision, strict: bool) -> EmbeddingBackend:
-    from causal2vec.identity import torch_dtype
-    from causal2vec.model import Causal2Vec
+    from causal2vec.model import Causal2Vec  # imported on use: importing the backends must not load the model code
 
     return Causal2Vec.from_pretrained(name, device=device, dtype=torch_dtype(precision))
 

@@ -176,11 +176,11 @@ def check_model(manifest: Manifest, model: EmbeddingBackend, where: Path) -> Non
             f"the model embeds in {dim} dimensions but the index {where} holds {manifest.dim}-dimensional "
             f"vectors (built with model {manifest.model.name!r}); use that model or rebuild the index"
         )
-    ours, theirs = model.identity.config_sha256, manifest.model.config_sha256
-    if None not in (ours, theirs) and ours != theirs:
+    ours, theirs = model.identity, manifest.model  # the identity hashes the config: computed once
+    if None not in (ours.config_sha256, theirs.config_sha256) and ours.config_sha256 != theirs.config_sha256:
         logger.warning(
             "model %r has a different config from the one that embedded this index's documents (%r); "
-            "scores may be meaningless", model.identity.name, manifest.model.name,
+            "scores may be meaningless", ours.name, theirs.name,
         )  # fmt: skip
 
 
